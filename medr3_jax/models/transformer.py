@@ -1,0 +1,274 @@
+"""One Flax NNX decoder for LLaMA-3.x and Qwen2.5: RMSNorm, RoPE (incl. llama3 scaling), GQA,
+optional qkv bias, tied or separate LM head, and a static-shape KV cache.
+
+The same graph serves a full forward (training, prefill without cache), prefill into a cache
+and cached decode:
+
+    model = Decoder(preset("tiny"), rngs=nnx.Rngs(0))
+    logits, _ = model(tokens, positions, mask)                    # [B,T,V], no cache
+    cache = KVCache.create(model.config, batch=B, max_len=S)
+    logits, cache = model(tokens, positions, mask, kv_cache=cache)  # writes T slots per row
+
+Layers are stacked on a leading L axis and run by `lax.scan`, so compile time does not grow
+with depth and remat wraps one layer body. Axis letters: B batch, T new tokens, S cache
+slots, D model, N query heads, K kv heads, G = N/K, H head dim, F ffn, V vocab, L layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from medr3_jax.models.config import ModelConfig, rope_inv_freq
+
+Array = jax.Array
+
+# Parameter shapes as functions of the config; the single source for init, loading and rules.
+_LAYER_PARAMS: dict[str, str] = {
+    "attn_norm": "LD",
+    "q_proj": "LDNH",
+    "k_proj": "LDKH",
+    "v_proj": "LDKH",
+    "o_proj": "LNHD",
+    "mlp_norm": "LD",
+    "gate_proj": "LDF",
+    "up_proj": "LDF",
+    "down_proj": "LFD",
+}
+_BIAS_PARAMS: dict[str, str] = {"q_bias": "LNH", "k_bias": "LKH", "v_bias": "LKH"}
+
+
+def jnp_dtype(name: str) -> Any:
+    return jnp.dtype(name)
+
+
+def _dims(config: ModelConfig) -> dict[str, int]:
+    c = config
+    return {
+        "L": c.num_layers, "D": c.hidden_size, "N": c.num_heads, "K": c.num_kv_heads,
+        "H": c.head_dim, "F": c.intermediate_size, "V": c.vocab_size,
+    }
+
+
+def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter path of `Decoder` -> its shape, e.g. 'layers/q_proj' -> (L, D, N, H)."""
+    dims = _dims(config)
+    axes = {"embedding": "VD", "final_norm": "D"}
+    axes |= {f"layers/{k}": v for k, v in _LAYER_PARAMS.items()}
+    if config.qkv_bias:
+        axes |= {f"layers/{k}": v for k, v in _BIAS_PARAMS.items()}
+    if not config.tie_word_embeddings:
+        axes["lm_head"] = "DV"
+    return {path: tuple(dims[a] for a in letters) for path, letters in axes.items()}
+
+
+# ---- KV cache -----------------------------------------------------------------------------
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class KVCache:
+    """Static-shape cache carried between calls.
+
+    k, v:   [L, B, S, K, H] keys (after RoPE) and values.
+    valid:  [B, S] bool, the slot holds a real token (padding and unused slots are False).
+    length: [B] int32, the next slot each row writes; a call with T tokens advances it by T.
+    """
+
+    k: Array
+    v: Array
+    valid: Array
+    length: Array
+
+    @classmethod
+    def create(cls, config: ModelConfig, *, batch: int, max_len: int, dtype: Any = None) -> KVCache:
+        dtype = dtype or jnp_dtype(config.compute_dtype)
+        shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+        return cls(
+            k=jnp.zeros(shape, dtype),
+            v=jnp.zeros(shape, dtype),
+            valid=jnp.zeros((batch, max_len), bool),
+            length=jnp.zeros((batch,), jnp.int32),
+        )
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+
+def _write_rows(buffer: Array, update: Array, start: Array) -> Array:
+    """buffer [B,S,...] <- update [B,T,...] at slot start[b] of each row."""
+
+    def one(buf: Array, upd: Array, s: Array) -> Array:
+        return jax.lax.dynamic_update_slice(buf, upd, (s,) + (0,) * (buf.ndim - 1))
+
+    return jax.vmap(one)(buffer, update, start)
+
+
+# ---- layers as pure functions ---------------------------------------------------------------
+def rms_norm(x: Array, scale: Array, eps: float) -> Array:
+    """HF LLaMA RMSNorm: normalise in f32, cast back, then scale."""
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return scale.astype(x.dtype) * normed.astype(x.dtype)
+
+
+def rope_tables(config: ModelConfig, positions: Array) -> tuple[Array, Array]:
+    """sin, cos [B,T,H/2] for integer positions [B,T] (f32 angles, as transformers)."""
+    inv_freq = jnp.asarray(rope_inv_freq(config).astype(np.float32))
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq
+    return jnp.sin(angles), jnp.cos(angles)
+
+
+def apply_rope(x: Array, sin: Array, cos: Array) -> Array:
+    """Rotate-half RoPE (HF layout: first and second halves of H pair up). x [B,T,*,H]."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    sin, cos = sin[:, :, None, :], cos[:, :, None, :]
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """Grouped-query attention. q [B,T,N,H], k/v [B,S,K,H], mask [B,T,S] bool -> [B,T,N,H].
+
+    Softmax in f32; fully masked query rows (padding) give finite garbage, never NaN.
+    """
+    b, t, n, h = q.shape
+    kv = k.shape[2]
+    q = q.reshape(b, t, kv, n // kv, h)
+    scores = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
+    scores = scores * (h**-0.5)
+    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
+    return out.reshape(b, t, n, h)
+
+
+def _decoder_layer(
+    config: ModelConfig, p: dict[str, Array], x: Array, sin: Array, cos: Array,
+    mask: Array, kv: tuple[Array, Array] | None, write_at: Array | None,
+) -> tuple[Array, tuple[Array, Array]]:
+    """One pre-norm block. x [B,T,D]; kv = this layer's cache (k, v) [B,S,K,H] or None."""
+    dt = x.dtype
+    h = rms_norm(x, p["attn_norm"], config.rms_norm_eps)
+    q = jnp.einsum("BTD,DNH->BTNH", h, p["q_proj"].astype(dt))
+    k = jnp.einsum("BTD,DKH->BTKH", h, p["k_proj"].astype(dt))
+    v = jnp.einsum("BTD,DKH->BTKH", h, p["v_proj"].astype(dt))
+    if config.qkv_bias:
+        q, k, v = q + p["q_bias"].astype(dt), k + p["k_bias"].astype(dt), v + p["v_bias"].astype(dt)
+    q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
+    if kv is not None:
+        k = _write_rows(kv[0], k.astype(kv[0].dtype), write_at)
+        v = _write_rows(kv[1], v.astype(kv[1].dtype), write_at)
+    attn = attention(q, k.astype(dt), v.astype(dt), mask)
+    x = x + jnp.einsum("BTNH,NHD->BTD", attn, p["o_proj"].astype(dt))
+    h = rms_norm(x, p["mlp_norm"], config.rms_norm_eps)
+    gate = jnp.einsum("BTD,DF->BTF", h, p["gate_proj"].astype(dt))
+    up = jnp.einsum("BTD,DF->BTF", h, p["up_proj"].astype(dt))
+    x = x + jnp.einsum("BTF,FD->BTD", jax.nn.silu(gate) * up, p["down_proj"].astype(dt))
+    return x, (k, v)
+
+
+_REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+# ---- modules --------------------------------------------------------------------------------
+class DecoderLayers(nnx.Module):
+    """All L blocks, parameters stacked on a leading L axis, run with `lax.scan`."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        shapes = {k.split("/", 1)[1]: v for k, v in param_shapes(config).items() if k.startswith("layers/")}
+        dtype = jnp_dtype(config.param_dtype)
+        init = nnx.initializers.normal(0.02)
+        for name, shape in shapes.items():
+            if name.endswith("_norm"):
+                value = jnp.ones(shape, dtype)
+            elif name.endswith("_bias"):
+                value = jnp.zeros(shape, dtype)
+            else:
+                value = init(rngs.params(), shape, dtype)
+            setattr(self, name, nnx.Param(value))
+        self._names = tuple(shapes)
+        self.config = config
+
+    def __call__(self, x: Array, sin: Array, cos: Array, mask: Array, cache: KVCache | None):
+        params = {name: getattr(self, name)[...] for name in self._names}
+        config = self.config
+
+        def body(x, xs):
+            p, kv = xs
+            write_at = None if cache is None else cache.length
+            return _decoder_layer(config, p, x, sin, cos, mask, kv, write_at)
+
+        if config.remat != "none":
+            body = jax.checkpoint(body, policy=_REMAT_POLICIES[config.remat])
+        kv_in = None if cache is None else (cache.k, cache.v)
+        x, (k, v) = jax.lax.scan(body, x, (params, kv_in))
+        return x, k, v
+
+
+class Decoder(nnx.Module):
+    """LLaMA / Qwen2 causal LM: `(tokens, positions, mask, kv_cache=None) -> (logits, kv_cache)`."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        shapes = param_shapes(config)
+        dtype = jnp_dtype(config.param_dtype)
+        init = nnx.initializers.normal(0.02)
+        self.config = config
+        self.embedding = nnx.Param(init(rngs.params(), shapes["embedding"], dtype))
+        self.layers = DecoderLayers(config, rngs=rngs)
+        self.final_norm = nnx.Param(jnp.ones(shapes["final_norm"], dtype))
+        self.lm_head = None if config.tie_word_embeddings else nnx.Param(init(rngs.params(), shapes["lm_head"], dtype))
+
+    def __call__(
+        self, tokens: Array, positions: Array, mask: Array, kv_cache: KVCache | None = None
+    ) -> tuple[Array, KVCache | None]:
+        """tokens, positions [B,T] int; mask [B,T] bool (real tokens).
+
+        Without a cache, token t attends to earlier real tokens of the same row (causal by
+        index). With a cache, the T tokens are written at slots `length .. length+T` of each
+        row and attend to every valid slot up to their own; f32 logits [B,T,V] are returned
+        with the updated cache. The caller keeps `length + T <= max_len`.
+        """
+        c = self.config
+        dt = jnp_dtype(c.compute_dtype)
+        embedding = self.embedding[...]
+        x = jnp.take(embedding, tokens, axis=0).astype(dt)
+        sin, cos = rope_tables(c, positions)
+        attn_mask, new_cache = _attention_mask(mask, kv_cache)
+        x, k, v = self.layers(x, sin, cos, attn_mask, kv_cache)
+        x = rms_norm(x, self.final_norm[...], c.rms_norm_eps)
+        if self.lm_head is None:
+            logits = jnp.einsum("BTD,VD->BTV", x, embedding.astype(dt), preferred_element_type=jnp.float32)
+        else:
+            logits = jnp.einsum("BTD,DV->BTV", x, self.lm_head[...].astype(dt), preferred_element_type=jnp.float32)
+        if new_cache is not None:
+            new_cache = dataclasses.replace(new_cache, k=k, v=v)
+        return logits, new_cache
+
+
+def _attention_mask(mask: Array, cache: KVCache | None) -> tuple[Array, KVCache | None]:
+    """[B,T,S] attention mask, and the cache with `valid`/`length` advanced past the T tokens."""
+    mask = mask.astype(bool)
+    t = mask.shape[1]
+    if cache is None:
+        causal = jnp.tril(jnp.ones((t, t), bool))
+        return causal[None] & mask[:, None, :], None
+    valid = _write_rows(cache.valid, mask, cache.length)
+    slots = jnp.arange(cache.max_len)
+    query_slot = cache.length[:, None] + jnp.arange(t)[None, :]  # [B,T]
+    attn = (slots[None, None, :] <= query_slot[:, :, None]) & valid[:, None, :]
+    return attn, dataclasses.replace(cache, valid=valid, length=cache.length + t)
+
+
+def abstract_decoder(config: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
+    """Graph and ShapeDtypeStruct state of a Decoder, without allocating parameters."""
+    model = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
+    return nnx.split(model)
