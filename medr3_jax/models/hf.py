@@ -135,6 +135,8 @@ class SafetensorsDir:
         self.path = os.fspath(path)
         index = os.path.join(self.path, "model.safetensors.index.json")
         single = os.path.join(self.path, "model.safetensors")
+        # What a missing tensor is reported against: the index, or the single file.
+        self.location = index if os.path.exists(index) else single
         if os.path.exists(index):
             with open(index, encoding="utf-8") as fh:
                 weight_map: dict[str, str] = json.load(fh)["weight_map"]
@@ -188,8 +190,11 @@ def _check_source(source: TensorSource, config: ModelConfig) -> None:
 
 
 def _where(source: TensorSource, key: str) -> str:
+    """The file that holds `key`, or (missing key) the file that should have listed it."""
     file_of = getattr(source, "file_of", None)
-    return file_of(key) if file_of and key in source.keys() else source.path
+    if file_of and key in source.keys():
+        return file_of(key)
+    return getattr(source, "location", source.path)
 
 
 def _host_param(source: TensorSource, rule: _Rule, config: ModelConfig, dtype: Any) -> np.ndarray:

