@@ -82,7 +82,15 @@ class ModelConfig:
     remat: RematPolicy = "none"
 
     def __post_init__(self) -> None:
-        positive = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim")
+        positive = (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "head_dim",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"ModelConfig.{name} must be positive, got {getattr(self, name)}")
@@ -169,7 +177,11 @@ class ModelConfig:
     def to_hf_config(self) -> dict[str, Any]:
         """The `config.json` transformers needs to load our exported weights."""
         arch = "LlamaForCausalLM" if self.family == "llama" else "Qwen2ForCausalLM"
-        rope = self.rope_scaling.to_hf(self.rope_theta) if self.rope_scaling else {"rope_type": "default", "rope_theta": self.rope_theta}
+        rope = (
+            self.rope_scaling.to_hf(self.rope_theta)
+            if self.rope_scaling
+            else {"rope_type": "default", "rope_theta": self.rope_theta}
+        )
         out: dict[str, Any] = {
             "architectures": [arch],
             "model_type": self.family,
@@ -214,9 +226,7 @@ def _family(hf: Mapping[str, Any], source: str) -> Family:
         if arch in _ARCHITECTURES:
             return _ARCHITECTURES[arch]
     if archs:
-        raise ConfigError(
-            f"{source}: unsupported architecture {archs!r}; supported: {sorted(_ARCHITECTURES)}"
-        )
+        raise ConfigError(f"{source}: unsupported architecture {archs!r}; supported: {sorted(_ARCHITECTURES)}")
     model_type = hf.get("model_type")
     if model_type in _MODEL_TYPES:
         return _MODEL_TYPES[model_type]
@@ -259,7 +269,9 @@ def rope_inv_freq(config: ModelConfig) -> np.ndarray:
     high_wavelen = s.original_max_position_embeddings / s.high_freq_factor
     wavelen = 2 * math.pi / inv
     scaled = np.where(wavelen > low_wavelen, inv / s.factor, inv)
-    smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
+    smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (
+        s.high_freq_factor - s.low_freq_factor
+    )
     smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
     medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
     return np.where(medium, smoothed, scaled)
@@ -272,31 +284,82 @@ _LLAMA3_SCALING = RopeScaling(
 
 PRESETS: dict[str, ModelConfig] = {
     "llama3_1_8b_instruct": ModelConfig(
-        family="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_layers=32,
-        num_heads=32, num_kv_heads=8, head_dim=128, rms_norm_eps=1e-5, rope_theta=500000.0,
-        rope_scaling=_LLAMA3_SCALING, max_position_embeddings=131072, bos_token_id=128000,
+        family="llama",
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=128,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        rope_scaling=_LLAMA3_SCALING,
+        max_position_embeddings=131072,
+        bos_token_id=128000,
         eos_token_id=(128001, 128008, 128009),
     ),
     "qwen2_5_7b": ModelConfig(
-        family="qwen2", vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_layers=28,
-        num_heads=28, num_kv_heads=4, head_dim=128, rms_norm_eps=1e-6, rope_theta=1000000.0,
-        qkv_bias=True, max_position_embeddings=131072, bos_token_id=151643, eos_token_id=(151643,),
+        family="qwen2",
+        vocab_size=152064,
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_layers=28,
+        num_heads=28,
+        num_kv_heads=4,
+        head_dim=128,
+        rms_norm_eps=1e-6,
+        rope_theta=1000000.0,
+        qkv_bias=True,
+        max_position_embeddings=131072,
+        bos_token_id=151643,
+        eos_token_id=(151643,),
     ),
     "qwen2_5_14b": ModelConfig(
-        family="qwen2", vocab_size=152064, hidden_size=5120, intermediate_size=13824, num_layers=48,
-        num_heads=40, num_kv_heads=8, head_dim=128, rms_norm_eps=1e-5, rope_theta=1000000.0,
-        qkv_bias=True, max_position_embeddings=131072, bos_token_id=151643, eos_token_id=(151643,),
+        family="qwen2",
+        vocab_size=152064,
+        hidden_size=5120,
+        intermediate_size=13824,
+        num_layers=48,
+        num_heads=40,
+        num_kv_heads=8,
+        head_dim=128,
+        rms_norm_eps=1e-5,
+        rope_theta=1000000.0,
+        qkv_bias=True,
+        max_position_embeddings=131072,
+        bos_token_id=151643,
+        eos_token_id=(151643,),
     ),
     "smollm2_135m_instruct": ModelConfig(
-        family="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30,
-        num_heads=9, num_kv_heads=3, head_dim=64, rms_norm_eps=1e-5, rope_theta=100000.0,
-        tie_word_embeddings=True, max_position_embeddings=8192, bos_token_id=1, eos_token_id=(2,),
+        family="llama",
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_layers=30,
+        num_heads=9,
+        num_kv_heads=3,
+        head_dim=64,
+        rms_norm_eps=1e-5,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+        max_position_embeddings=8192,
+        bos_token_id=1,
+        eos_token_id=(2,),
         pad_token_id=2,
     ),
     # A few-MB model for unit tests: GQA, llama3 rope scaling, every code path exercised.
     "tiny": ModelConfig(
-        family="llama", vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,
-        num_heads=4, num_kv_heads=2, head_dim=16, rms_norm_eps=1e-5, rope_theta=10000.0,
+        family="llama",
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
         rope_scaling=RopeScaling(rope_type="llama3", factor=8.0, original_max_position_embeddings=64),
         max_position_embeddings=512,
     ),

@@ -95,7 +95,8 @@ def _rules(config: ModelConfig) -> list[_Rule]:
         _Rule(_L + "self_attn.k_proj.weight", "layers/k_proj", *_in_heads(_K)),
         _Rule(_L + "self_attn.v_proj.weight", "layers/v_proj", *_in_heads(_K)),
         _Rule(
-            _L + "self_attn.o_proj.weight", "layers/o_proj",
+            _L + "self_attn.o_proj.weight",
+            "layers/o_proj",
             lambda x, c: x.T.reshape(c.num_heads, c.head_dim, c.hidden_size),
             lambda x, c: x.reshape(c.num_heads * c.head_dim, c.hidden_size).T,
         ),
@@ -186,7 +187,9 @@ def _check_source(source: TensorSource, config: ModelConfig) -> None:
                 )
     ignored = present - set(hf_keys(config)) - {"lm_head.weight"}
     if ignored:
-        log.warning("%s: ignoring %d tensors not used by the model, e.g. %s", source.path, len(ignored), sorted(ignored)[:3])
+        log.warning(
+            "%s: ignoring %d tensors not used by the model, e.g. %s", source.path, len(ignored), sorted(ignored)[:3]
+        )
 
 
 def _where(source: TensorSource, key: str) -> str:
@@ -309,9 +312,11 @@ def save_hf(model: Decoder, out_dir: str | os.PathLike[str], *, max_shard_bytes:
     config = model.config
     itemsize = jax.numpy.dtype(config.param_dtype).itemsize
     groups, total_bytes = _plan_shards(config, itemsize, max_shard_bytes)
-    names = ["model.safetensors"] if len(groups) == 1 else [
-        f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))
-    ]
+    names = (
+        ["model.safetensors"]
+        if len(groups) == 1
+        else [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))]
+    )
     file_of = {key: name for name, keys in zip(names, groups) for key in keys}
     pending: dict[str, np.ndarray] = {}
     for key, tensor in hf_tensors(model):

@@ -50,8 +50,13 @@ def jnp_dtype(name: str) -> Any:
 def _dims(config: ModelConfig) -> dict[str, int]:
     c = config
     return {
-        "L": c.num_layers, "D": c.hidden_size, "N": c.num_heads, "K": c.num_kv_heads,
-        "H": c.head_dim, "F": c.intermediate_size, "V": c.vocab_size,
+        "L": c.num_layers,
+        "D": c.hidden_size,
+        "N": c.num_heads,
+        "K": c.num_kv_heads,
+        "H": c.head_dim,
+        "F": c.intermediate_size,
+        "V": c.vocab_size,
     }
 
 
@@ -149,8 +154,14 @@ def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
 
 
 def _decoder_layer(
-    config: ModelConfig, p: dict[str, Array], x: Array, sin: Array, cos: Array,
-    mask: Array, kv: tuple[Array, Array] | None, write_at: Array | None,
+    config: ModelConfig,
+    p: dict[str, Array],
+    x: Array,
+    sin: Array,
+    cos: Array,
+    mask: Array,
+    kv: tuple[Array, Array] | None,
+    write_at: Array | None,
 ) -> tuple[Array, tuple[Array, Array]]:
     """One pre-norm block. x [B,T,D]; kv = this layer's cache (k, v) [B,S,K,H] or None."""
     dt = x.dtype

@@ -1,8 +1,8 @@
 """Device mesh, parameter partition rules and multi-host start-up.
 
-    initialize()                                   # no-op on one process
-    mesh = make_mesh("data=1,fsdp=-1,tensor=1")
-    params = shard_array_tree(params, tree_shardings(params, mesh))
+initialize()                                   # no-op on one process
+mesh = make_mesh("data=1,fsdp=-1,tensor=1")
+params = shard_array_tree(params, tree_shardings(params, mesh))
 """
 
 from medr3_jax.sharding.distributed import host_local_to_global, initialize, is_primary

@@ -17,7 +17,8 @@ import os
 from typing import Any, Sequence
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +120,12 @@ def _log_topology() -> None:
     local = jax.local_devices()
     logger.info(
         "process %d/%d: %d local of %d global devices (%s): %s",
-        jax.process_index(), jax.process_count(), len(local), jax.device_count(),
-        local[0].platform if local else "?", [d.id for d in local],
+        jax.process_index(),
+        jax.process_count(),
+        len(local),
+        jax.device_count(),
+        local[0].platform if local else "?",
+        [d.id for d in local],
     )
 
 
@@ -135,6 +140,7 @@ def host_local_to_global(array_tree: Any, mesh: Mesh, specs: Any) -> Any:
     `specs` is one PartitionSpec for every array, or a pytree of them matching `array_tree`.
     Each process passes the slice its addressable devices hold; the global shape follows.
     """
+
     def one(local: Any, spec: P) -> jax.Array:
         return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), local)
 

@@ -29,7 +29,8 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from medr3_jax.models.config import ModelConfig
 from medr3_jax.models.transformer import param_shapes
@@ -113,7 +114,12 @@ def _warn_once(name: str, dim: int, axes: tuple[str, ...], size: int, mesh: Mesh
         _warned.add(key)
         logger.warning(
             "%s: dim %d (size %d) does not split over mesh axes %s (%d ways); dropping axis %r for that dim",
-            name, dim, size, axes, math.prod(mesh.shape[a] for a in axes), axes[-1],
+            name,
+            dim,
+            size,
+            axes,
+            math.prod(mesh.shape[a] for a in axes),
+            axes[-1],
         )
 
 
@@ -176,4 +182,6 @@ def shard_array_tree(tree: Any, shardings: Any) -> Any:
 
 def param_shardings(config: ModelConfig, mesh: Mesh, rules: Rules = DECODER_RULES) -> dict[str, NamedSharding]:
     """{param path: NamedSharding} for a Decoder of `config`, from shapes alone (for loading)."""
-    return {path: NamedSharding(mesh, spec_for(path, shape, mesh, rules)) for path, shape in param_shapes(config).items()}
+    return {
+        path: NamedSharding(mesh, spec_for(path, shape, mesh, rules)) for path, shape in param_shapes(config).items()
+    }

@@ -10,20 +10,44 @@ import torch
 def tiny_llama3_config() -> dict:
     """LLaMA-3 style: GQA (4 q heads, 2 kv heads) and `llama3` rope scaling."""
     return dict(
-        architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=211, hidden_size=48,
-        intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=12, rms_norm_eps=1e-5, max_position_embeddings=256, tie_word_embeddings=False,
-        rope_parameters=dict(rope_type="llama3", rope_theta=50000.0, factor=8.0, low_freq_factor=1.0,
-                             high_freq_factor=4.0, original_max_position_embeddings=32),
+        architectures=["LlamaForCausalLM"],
+        model_type="llama",
+        vocab_size=211,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=12,
+        rms_norm_eps=1e-5,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        rope_parameters=dict(
+            rope_type="llama3",
+            rope_theta=50000.0,
+            factor=8.0,
+            low_freq_factor=1.0,
+            high_freq_factor=4.0,
+            original_max_position_embeddings=32,
+        ),
     )
 
 
 def tiny_qwen2_config() -> dict:
     """Qwen2 style: qkv bias, tied embeddings, GQA."""
     return dict(
-        architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=197, hidden_size=64,
-        intermediate_size=80, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1,
-        head_dim=16, rms_norm_eps=1e-6, max_position_embeddings=256, tie_word_embeddings=True,
+        architectures=["Qwen2ForCausalLM"],
+        model_type="qwen2",
+        vocab_size=197,
+        hidden_size=64,
+        intermediate_size=80,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        rms_norm_eps=1e-6,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
         rope_theta=1000000.0,
     )
 

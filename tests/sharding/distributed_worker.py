@@ -16,7 +16,8 @@ if __name__ == "__main__":  # as a worker process; the test imports `model_input
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P
 
 from medr3_jax.sharding import (  # noqa: E402
     batch_spec,
@@ -46,7 +47,7 @@ def sharded_decoder_logits(mesh, process_id: int) -> np.ndarray:
     from flax import nnx  # noqa: PLC0415
 
     from medr3_jax.models import Decoder, preset  # noqa: PLC0415
-    from medr3_jax.models.hf import flat_params, _nest  # noqa: PLC0415
+    from medr3_jax.models.hf import _nest, flat_params  # noqa: PLC0415
 
     config = preset("tiny")
     local = Decoder(config, rngs=nnx.Rngs(0))  # same seed, same values on every host
@@ -58,9 +59,7 @@ def sharded_decoder_logits(mesh, process_id: int) -> np.ndarray:
     }
     model = nnx.merge(graphdef, nnx.State(_nest(placed)))
     rows = slice(2 * process_id, 2 * process_id + 2)
-    tokens, mask, positions = (
-        host_local_to_global(a[rows], mesh, batch_spec(2)) for a in model_inputs()
-    )
+    tokens, mask, positions = (host_local_to_global(a[rows], mesh, batch_spec(2)) for a in model_inputs())
     forward = nnx.jit(lambda m, t, p, k: m(t, p, k)[0])
     logits = forward(model, tokens, positions, mask)
     return np.asarray(jax.jit(lambda x: x, out_shardings=NamedSharding(mesh, P()))(logits))

@@ -15,14 +15,20 @@ import portpicker
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from medr3_jax.sharding import batch_spec, host_local_to_global, initialize, is_primary, make_mesh
-from medr3_jax.sharding import distributed
+from medr3_jax.sharding import batch_spec, distributed, host_local_to_global, initialize, is_primary, make_mesh
 
 _ROOT = Path(__file__).resolve().parents[2]
 _WORKER = Path(__file__).with_name("distributed_worker.py")
 _CLUSTER_VARS = (
-    "JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES", "SLURM_JOB_ID",
-    "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "OMPI_MCA_orte_hnp_uri",
+    "JAX_COORDINATOR_ADDRESS",
+    "TPU_WORKER_HOSTNAMES",
+    "TPU_PROCESS_ADDRESSES",
+    "SLURM_JOB_ID",
+    "SLURM_STEP_NODELIST",
+    "SLURM_NTASKS",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+    "OMPI_MCA_orte_hnp_uri",
 )
 
 
@@ -44,7 +50,11 @@ def test_single_process_initialize_is_a_no_op(no_cluster: pytest.MonkeyPatch) ->
 def test_cluster_detection(no_cluster: pytest.MonkeyPatch) -> None:
     assert distributed._detected_cluster() is None
     slurm = {
-        "SLURM_JOB_ID": "1", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"
+        "SLURM_JOB_ID": "1",
+        "SLURM_STEP_NODELIST": "n[1-2]",
+        "SLURM_NTASKS": "1",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
     }
     for key, value in slurm.items():
         no_cluster.setenv(key, value)
@@ -74,7 +84,11 @@ def test_two_processes_share_one_mesh(tmp_path) -> None:
     procs = [
         subprocess.Popen(
             [sys.executable, str(_WORKER), str(port), str(pid), str(tmp_path / "logits")],
-            cwd=_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for pid in range(2)
     ]
@@ -95,7 +109,7 @@ def test_two_processes_share_one_mesh(tmp_path) -> None:
         assert code == 0, f"process {pid} exited {code}\nstdout:\n{out}\nstderr:\n{err}"
         line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
         assert line is not None, f"process {pid} printed no result\nstderr:\n{err}"
-        result = json.loads(line[len("RESULT "):])
+        result = json.loads(line[len("RESULT ") :])
         assert result["primary"] == (pid == 0)
         np.testing.assert_allclose(result["sum"], want, rtol=1e-5, err_msg=err)
     from flax import nnx  # noqa: PLC0415

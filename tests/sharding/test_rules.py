@@ -47,8 +47,13 @@ _LAYOUT: tuple[tuple[str, str, tuple[str | None, ...]], ...] = (
 
 def _dims(cfg: ModelConfig) -> dict[str, int]:
     return {
-        "V": cfg.vocab_size, "D": cfg.hidden_size, "F": cfg.intermediate_size, "L": cfg.num_layers,
-        "N": cfg.num_heads, "K": cfg.num_kv_heads, "H": cfg.head_dim,
+        "V": cfg.vocab_size,
+        "D": cfg.hidden_size,
+        "F": cfg.intermediate_size,
+        "L": cfg.num_layers,
+        "N": cfg.num_heads,
+        "K": cfg.num_kv_heads,
+        "H": cfg.head_dim,
     }
 
 

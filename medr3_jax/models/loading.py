@@ -1,0 +1,52 @@
+"""Open a model by what the user typed: a preset with bundled weights, an HF directory, or a GGUF.
+
+model, tokenizer = load_model("smollm2_135m_instruct")           # bundled demo weights
+model, tokenizer = load_model("/ckpt/Qwen2.5-7B", param_dtype="bfloat16",
+                              shardings=lambda cfg: decoder_shardings(cfg, mesh))
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping
+
+import jax
+
+from medr3_jax import assets
+from medr3_jax.models.config import PRESETS, ModelConfig
+from medr3_jax.models.gguf import open_gguf
+from medr3_jax.models.hf import SafetensorsDir, TensorSource, load_decoder
+from medr3_jax.models.tokenizers import Tokenizer, load_tokenizer
+from medr3_jax.models.transformer import Decoder
+
+# Presets whose weights ship in an installed asset package.
+BUNDLED_WEIGHTS: dict[str, Callable[[], str]] = {"smollm2_135m_instruct": assets.smollm2_gguf}
+
+ShardingsFn = Callable[[ModelConfig], Mapping[str, jax.sharding.Sharding]]
+
+
+def open_checkpoint(name_or_path: str, **overrides: Any) -> tuple[ModelConfig, TensorSource, str]:
+    """(config, tensor source, tokenizer path) for a bundled preset, an HF dir or a .gguf file."""
+    path = name_or_path
+    if name_or_path in BUNDLED_WEIGHTS:
+        path = BUNDLED_WEIGHTS[name_or_path]()
+    elif name_or_path in PRESETS:
+        raise FileNotFoundError(
+            f"preset {name_or_path!r} has no bundled weights; pass the HF directory of its checkpoint "
+            f"(bundled: {sorted(BUNDLED_WEIGHTS)})"
+        )
+    if path.endswith(".gguf"):
+        ckpt = open_gguf(path)
+        return ModelConfig.from_hf_config(ckpt.hf_config, source=path, **overrides), ckpt, path
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: not a model preset ({sorted(PRESETS)}), HF directory or .gguf file")
+    return ModelConfig.from_hf_dir(path, **overrides), SafetensorsDir(path), path
+
+
+def load_model(
+    name_or_path: str, *, shardings: ShardingsFn | None = None, **overrides: Any
+) -> tuple[Decoder, Tokenizer]:
+    """The Decoder (params streamed onto `shardings(config)`) and its tokenizer."""
+    config, source, tokenizer_path = open_checkpoint(name_or_path, **overrides)
+    model = load_decoder(source, config, shardings(config) if shardings else None)
+    return model, load_tokenizer(tokenizer_path)
