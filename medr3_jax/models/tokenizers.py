@@ -134,6 +134,26 @@ class Tokenizer:
     def token_to_id(self, token: str) -> int | None:
         return self.backend.token_to_id(token)
 
+    def token_bytes(self) -> list[bytes]:
+        """The UTF-8 bytes each id stands for, indexed by id (for token-level stop matching).
+
+        Byte-level BPE tokens are spelled in GPT-2's byte alphabet and map back exactly; added
+        tokens are their content; anything else falls back to decoding the id alone.
+        """
+        inverse = {ch: b for b, ch in enumerate(_byte_alphabet())}
+        added = {i: t.content for i, t in self.backend.get_added_tokens_decoder().items()}
+        out: list[bytes] = []
+        for token_id in range(self.vocab_size):
+            if token_id in added:
+                out.append(added[token_id].encode("utf-8"))
+                continue
+            piece = self.backend.id_to_token(token_id) or ""
+            if piece and all(ch in inverse for ch in piece):
+                out.append(bytes(inverse[ch] for ch in piece))
+            else:
+                out.append(self.backend.decode([token_id], skip_special_tokens=False).encode("utf-8"))
+        return out
+
     def id_to_token(self, token_id: int) -> str | None:
         return self.backend.id_to_token(int(token_id))
 

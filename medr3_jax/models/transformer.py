@@ -104,13 +104,11 @@ class KVCache:
         return self.k.shape[2]
 
 
-def _write_rows(buffer: Array, update: Array, start: Array) -> Array:
-    """buffer [B,S,...] <- update [B,T,...] at slot start[b] of each row."""
-
-    def one(buf: Array, upd: Array, s: Array) -> Array:
-        return jax.lax.dynamic_update_slice(buf, upd, (s,) + (0,) * (buf.ndim - 1))
-
-    return jax.vmap(one)(buffer, update, start)
+def write_slots(length: Array, t: int) -> tuple[Array, Array]:
+    """Row and slot indices [B,T] where T new tokens go: slots length[b] .. length[b]+T-1."""
+    b = length.shape[0]
+    rows = jnp.broadcast_to(jnp.arange(b)[:, None], (b, t))
+    return rows, length[:, None] + jnp.arange(t)[None, :]
 
 
 # ---- layers as pure functions ---------------------------------------------------------------
@@ -160,10 +158,15 @@ def _decoder_layer(
     sin: Array,
     cos: Array,
     mask: Array,
-    kv: tuple[Array, Array] | None,
-    write_at: Array | None,
-) -> tuple[Array, tuple[Array, Array]]:
-    """One pre-norm block. x [B,T,D]; kv = this layer's cache (k, v) [B,S,K,H] or None."""
+    kv: tuple[Array, Array, Array] | None,
+    slots: tuple[Array, Array] | None,
+) -> tuple[Array, tuple[Array, Array] | None]:
+    """One pre-norm block. x [B,T,D].
+
+    kv = (whole cache k, v [L,B,S,K,H], this layer's index) or None; `slots` = (rows, slots)
+    [B,T] where the new keys go. The new keys are scattered into the carried cache in place
+    (no per-step copy of the cache), then this layer's [B,S,K,H] slice is attended.
+    """
     dt = x.dtype
     h = rms_norm(x, p["attn_norm"], config.rms_norm_eps)
     q = jnp.einsum("BTD,DNH->BTNH", h, p["q_proj"].astype(dt))
@@ -172,16 +175,21 @@ def _decoder_layer(
     if config.qkv_bias:
         q, k, v = q + p["q_bias"].astype(dt), k + p["k_bias"].astype(dt), v + p["v_bias"].astype(dt)
     q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
+    new_kv = None
     if kv is not None:
-        k = _write_rows(kv[0], k.astype(kv[0].dtype), write_at)
-        v = _write_rows(kv[1], v.astype(kv[1].dtype), write_at)
+        cache_k, cache_v, layer = kv
+        rows, where = slots
+        cache_k = cache_k.at[layer, rows, where].set(k.astype(cache_k.dtype), mode="drop")
+        cache_v = cache_v.at[layer, rows, where].set(v.astype(cache_v.dtype), mode="drop")
+        k, v = cache_k[layer], cache_v[layer]
+        new_kv = (cache_k, cache_v)
     attn = attention(q, k.astype(dt), v.astype(dt), mask)
     x = x + jnp.einsum("BTNH,NHD->BTD", attn, p["o_proj"].astype(dt))
     h = rms_norm(x, p["mlp_norm"], config.rms_norm_eps)
     gate = jnp.einsum("BTD,DF->BTF", h, p["gate_proj"].astype(dt))
     up = jnp.einsum("BTD,DF->BTF", h, p["up_proj"].astype(dt))
     x = x + jnp.einsum("BTF,FD->BTD", jax.nn.silu(gate) * up, p["down_proj"].astype(dt))
-    return x, (k, v)
+    return x, new_kv
 
 
 _REMAT_POLICIES = {
@@ -209,20 +217,34 @@ class DecoderLayers(nnx.Module):
         self._names = tuple(shapes)
         self.config = config
 
-    def __call__(self, x: Array, sin: Array, cos: Array, mask: Array, cache: KVCache | None):
+    def __call__(
+        self, x: Array, sin: Array, cos: Array, mask: Array, cache: KVCache | None
+    ) -> tuple[Array, tuple[Array, Array] | None]:
+        """x [B,T,D] through all layers; with a cache, also the updated (k, v) [L,B,S,K,H]."""
         params = {name: getattr(self, name)[...] for name in self._names}
         config = self.config
+        layer_ids = jnp.arange(config.num_layers)
 
-        def body(x, xs):
-            p, kv = xs
-            write_at = None if cache is None else cache.length
-            return _decoder_layer(config, p, x, sin, cos, mask, kv, write_at)
+        if cache is None:
 
-        if config.remat != "none":
-            body = jax.checkpoint(body, policy=_REMAT_POLICIES[config.remat])
-        kv_in = None if cache is None else (cache.k, cache.v)
-        x, (k, v) = jax.lax.scan(body, x, (params, kv_in))
-        return x, k, v
+            def body(x, xs):
+                return _decoder_layer(config, xs[0], x, sin, cos, mask, None, None)[0], None
+
+            if config.remat != "none":
+                body = jax.checkpoint(body, policy=_REMAT_POLICIES[config.remat])
+            x, _ = jax.lax.scan(body, x, (params, layer_ids))
+            return x, None
+
+        slots = write_slots(cache.length, x.shape[1])
+
+        def cached_body(carry, xs):
+            x, k, v = carry
+            p, layer = xs
+            x, (k, v) = _decoder_layer(config, p, x, sin, cos, mask, (k, v, layer), slots)
+            return (x, k, v), None
+
+        (x, k, v), _ = jax.lax.scan(cached_body, (x, cache.k, cache.v), (params, layer_ids))
+        return x, (k, v)
 
 
 class Decoder(nnx.Module):
@@ -239,14 +261,21 @@ class Decoder(nnx.Module):
         self.lm_head = None if config.tie_word_embeddings else nnx.Param(init(rngs.params(), shapes["lm_head"], dtype))
 
     def __call__(
-        self, tokens: Array, positions: Array, mask: Array, kv_cache: KVCache | None = None
-    ) -> tuple[Array, KVCache | None]:
+        self,
+        tokens: Array,
+        positions: Array,
+        mask: Array,
+        kv_cache: KVCache | None = None,
+        *,
+        compute_logits: bool = True,
+    ) -> tuple[Array | None, KVCache | None]:
         """tokens, positions [B,T] int; mask [B,T] bool (real tokens).
 
         Without a cache, token t attends to earlier real tokens of the same row (causal by
         index). With a cache, the T tokens are written at slots `length .. length+T` of each
         row and attend to every valid slot up to their own; f32 logits [B,T,V] are returned
-        with the updated cache. The caller keeps `length + T <= max_len`.
+        with the updated cache. Writes past `max_len` are dropped: the caller sizes the cache.
+        `compute_logits=False` skips the LM head (filling a cache needs no logits).
         """
         c = self.config
         dt = jnp_dtype(c.compute_dtype)
@@ -254,14 +283,16 @@ class Decoder(nnx.Module):
         x = jnp.take(embedding, tokens, axis=0).astype(dt)
         sin, cos = rope_tables(c, positions)
         attn_mask, new_cache = _attention_mask(mask, kv_cache)
-        x, k, v = self.layers(x, sin, cos, attn_mask, kv_cache)
+        x, kv = self.layers(x, sin, cos, attn_mask, kv_cache)
+        if kv is not None:
+            new_cache = dataclasses.replace(new_cache, k=kv[0], v=kv[1])
+        if not compute_logits:
+            return None, new_cache
         x = rms_norm(x, self.final_norm[...], c.rms_norm_eps)
         if self.lm_head is None:
             logits = jnp.einsum("BTD,VD->BTV", x, embedding.astype(dt), preferred_element_type=jnp.float32)
         else:
             logits = jnp.einsum("BTD,DV->BTV", x, self.lm_head[...].astype(dt), preferred_element_type=jnp.float32)
-        if new_cache is not None:
-            new_cache = dataclasses.replace(new_cache, k=k, v=v)
         return logits, new_cache
 
 
@@ -272,7 +303,8 @@ def _attention_mask(mask: Array, cache: KVCache | None) -> tuple[Array, KVCache 
     if cache is None:
         causal = jnp.tril(jnp.ones((t, t), bool))
         return causal[None] & mask[:, None, :], None
-    valid = _write_rows(cache.valid, mask, cache.length)
+    rows, where = write_slots(cache.length, t)
+    valid = cache.valid.at[rows, where].set(mask, mode="drop")
     slots = jnp.arange(cache.max_len)
     query_slot = cache.length[:, None] + jnp.arange(t)[None, :]  # [B,T]
     attn = (slots[None, None, :] <= query_slot[:, :, None]) & valid[:, None, :]

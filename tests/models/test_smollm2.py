@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from medr3_jax.generate import generate_ids, left_pad, main
-from medr3_jax.models.loading import load_model
 
 pytestmark = pytest.mark.slow
 
@@ -20,8 +19,8 @@ CHATS = [
 
 
 @pytest.fixture(scope="session")
-def ours():
-    return load_model("smollm2_135m_instruct")
+def ours(smollm2):
+    return smollm2
 
 
 @pytest.fixture(scope="session")
