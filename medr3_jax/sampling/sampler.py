@@ -104,6 +104,17 @@ def bucket(n: int, buckets: Sequence[int]) -> int:
     return -(-n // buckets[-1]) * buckets[-1]
 
 
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """tokens, mask, positions [B,width]: rows right-aligned, positions counting real tokens."""
+    tokens = np.full((len(rows), width), pad_id, np.int32)
+    mask = np.zeros((len(rows), width), bool)
+    for b, row in enumerate(rows):
+        tokens[b, width - len(row) :] = row
+        mask[b, width - len(row) :] = True
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0).astype(np.int32)
+    return tokens, mask, positions
+
+
 class Sampler:
     """Prefill / decode / append over one model, with compiled code shared across calls.
 
@@ -222,12 +233,7 @@ class Sampler:
         width = bucket(max(len(p) for p in prompts), self.prompt_buckets)
         need = width + int(budget.max()) + self.append_chunk
         cache_len = -(-max(cache_len or need, width + self.append_chunk) // CACHE_ROUNDING) * CACHE_ROUNDING
-        tokens = np.full((len(prompts), width), self.tokenizer.pad_id, np.int32)
-        mask = np.zeros((len(prompts), width), bool)
-        for b, row in enumerate(prompts):
-            tokens[b, width - len(row) :] = row
-            mask[b, width - len(row) :] = True
-        positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0).astype(np.int32)
+        tokens, mask, positions = left_pad(prompts, self.tokenizer.pad_id, width)
         cache = self._new_cache(len(prompts), cache_len)
         count = np.full((len(prompts),), width - 1, np.int32)
         cache = self._fill(self._params, cache, *self._put(tokens[:, :-1], positions[:, :-1], mask[:, :-1], count))

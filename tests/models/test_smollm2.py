@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from medr3_jax.generate import generate_ids, left_pad, main
+from medr3_jax.generate import main
+from medr3_jax.sampling import GREEDY, Sampler
+from medr3_jax.sampling.sampler import left_pad
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +49,7 @@ def test_logits_match_transformers_gguf_reference(ours, theirs):
     assert rows[0] == hf_tokenizer.apply_chat_template(
         [{"role": "user", "content": CHATS[0]}], add_generation_prompt=True, tokenize=True, return_dict=False
     )
-    tokens, mask, positions = left_pad(rows, tokenizer.pad_id, bucket=8)
+    tokens, mask, positions = left_pad(rows, tokenizer.pad_id, max(map(len, rows)) + 3)
     logits, _ = model(tokens, positions, mask)
     with torch.no_grad():
         ref = hf_model(
@@ -63,9 +65,12 @@ def test_greedy_answer_matches_transformers_for_20_tokens(ours, theirs):
     model, tokenizer = ours
     hf_model, _ = theirs
     prompt = _chat_ids(tokenizer, CHATS[1])
-    ids = generate_ids(model, [prompt], stop_ids=(), pad_id=tokenizer.pad_id, max_new_tokens=20)[0]
+    sampler = Sampler(model, tokenizer, max_new_tokens=20)
+    _, out = sampler.decode(sampler.start([prompt]), GREEDY)
+    ids = out.row(0)
+    assert len(ids) == 20  # no early stop: the comparison covers all 20 tokens
     with torch.no_grad():
-        ref = hf_model.generate(torch.as_tensor([prompt]), max_new_tokens=20, min_new_tokens=20, do_sample=False)
+        ref = hf_model.generate(torch.as_tensor([prompt]), max_new_tokens=20, do_sample=False)
     assert ids == ref[0, len(prompt) :].tolist()
 
 
