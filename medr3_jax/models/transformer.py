@@ -72,6 +72,8 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return {path: tuple(dims[a] for a in letters) for path, letters in axes.items()}
 
 
+KV_BLOCK = 128  # cache slots per block of blockwise attention; cache lengths are multiples
+
 # ---- KV cache -----------------------------------------------------------------------------
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +92,9 @@ class KVCache:
 
     @classmethod
     def create(cls, config: ModelConfig, *, batch: int, max_len: int, dtype: Any = None) -> KVCache:
+        """An empty cache; `max_len` rounds up to a multiple of KV_BLOCK."""
         dtype = dtype or jnp_dtype(config.compute_dtype)
+        max_len = -(-max_len // KV_BLOCK) * KV_BLOCK
         shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
         return cls(
             k=jnp.zeros(shape, dtype),
@@ -151,6 +155,43 @@ def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
     return out.reshape(b, t, n, h)
 
 
+def blockwise_attention(q: Array, k: Array, v: Array, mask: Array, live: Array) -> Array:
+    """Attention over the first `live` cache slots only, KV_BLOCK at a time (online softmax).
+
+    q [B,T,N,H], k/v [B,S,K,H] with S a multiple of KV_BLOCK, mask [B,T,S], live: int32 scalar.
+    The loop runs ceil(live / KV_BLOCK) times, so a decode step reads the live part of the
+    cache, not all S slots. Equal to `attention` up to f32 rounding (masked entries score
+    finfo.min, so a row whose first blocks are all padding is reset by its first real block).
+    """
+    b, t, n, h = q.shape
+    kv, s = k.shape[2], k.shape[1]
+    if s % KV_BLOCK:
+        raise ValueError(f"cache length {s} is not a multiple of KV_BLOCK={KV_BLOCK}")
+    qg = q.reshape(b, t, kv, n // kv, h)
+    low = jnp.finfo(jnp.float32).min
+
+    def block(j, carry):
+        m, denom, acc = carry
+        kb = jax.lax.dynamic_slice_in_dim(k, j * KV_BLOCK, KV_BLOCK, axis=1)
+        vb = jax.lax.dynamic_slice_in_dim(v, j * KV_BLOCK, KV_BLOCK, axis=1)
+        mb = jax.lax.dynamic_slice_in_dim(mask, j * KV_BLOCK, KV_BLOCK, axis=2)
+        scores = jnp.einsum("BTKGH,BSKH->BKGTS", qg, kb, preferred_element_type=jnp.float32) * (h**-0.5)
+        scores = jnp.where(mb[:, None, None], scores, low)
+        m_new = jnp.maximum(m, scores.max(axis=-1))
+        correction = jnp.exp(m - m_new)
+        probs = jnp.exp(scores - m_new[..., None])
+        denom = denom * correction + probs.sum(axis=-1)
+        acc = acc * correction[..., None] + jnp.einsum("BKGTS,BSKH->BKGTH", probs.astype(v.dtype), vb).astype(jnp.float32)
+        return m_new, denom, acc
+
+    shape = (b, kv, n // kv, t)
+    init = (jnp.full(shape, low, jnp.float32), jnp.zeros(shape, jnp.float32), jnp.zeros(shape + (h,), jnp.float32))
+    blocks = jnp.minimum((live + KV_BLOCK - 1) // KV_BLOCK, s // KV_BLOCK)
+    _, denom, acc = jax.lax.fori_loop(0, blocks, block, init)
+    out = (acc / denom[..., None]).astype(q.dtype)  # [B,K,G,T,H]
+    return jnp.einsum("BKGTH->BTKGH", out).reshape(b, t, n, h)
+
+
 def _decoder_layer(
     config: ModelConfig,
     p: dict[str, Array],
@@ -163,9 +204,10 @@ def _decoder_layer(
 ) -> tuple[Array, tuple[Array, Array] | None]:
     """One pre-norm block. x [B,T,D].
 
-    kv = (whole cache k, v [L,B,S,K,H], this layer's index) or None; `slots` = (rows, slots)
-    [B,T] where the new keys go. The new keys are scattered into the carried cache in place
-    (no per-step copy of the cache), then this layer's [B,S,K,H] slice is attended.
+    kv = (whole cache k, v [L,B,S,K,H], this layer's index, live slot count) or None;
+    `slots` = (rows, slots) [B,T] where the new keys go. The new keys are scattered into the
+    carried cache in place (no per-step copy of the cache); attention then reads only the
+    live blocks of this layer's slice.
     """
     dt = x.dtype
     h = rms_norm(x, p["attn_norm"], config.rms_norm_eps)
@@ -177,13 +219,14 @@ def _decoder_layer(
     q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
     new_kv = None
     if kv is not None:
-        cache_k, cache_v, layer = kv
+        cache_k, cache_v, layer, live = kv
         rows, where = slots
         cache_k = cache_k.at[layer, rows, where].set(k.astype(cache_k.dtype), mode="drop")
         cache_v = cache_v.at[layer, rows, where].set(v.astype(cache_v.dtype), mode="drop")
-        k, v = cache_k[layer], cache_v[layer]
         new_kv = (cache_k, cache_v)
-    attn = attention(q, k.astype(dt), v.astype(dt), mask)
+        attn = blockwise_attention(q, cache_k[layer].astype(dt), cache_v[layer].astype(dt), mask, live)
+    else:
+        attn = attention(q, k.astype(dt), v.astype(dt), mask)
     x = x + jnp.einsum("BTNH,NHD->BTD", attn, p["o_proj"].astype(dt))
     h = rms_norm(x, p["mlp_norm"], config.rms_norm_eps)
     gate = jnp.einsum("BTD,DF->BTF", h, p["gate_proj"].astype(dt))
@@ -236,11 +279,12 @@ class DecoderLayers(nnx.Module):
             return x, None
 
         slots = write_slots(cache.length, x.shape[1])
+        live = jnp.max(cache.length) + x.shape[1]  # slots any query may see
 
         def cached_body(carry, xs):
             x, k, v = carry
             p, layer = xs
-            x, (k, v) = _decoder_layer(config, p, x, sin, cos, mask, (k, v, layer), slots)
+            x, (k, v) = _decoder_layer(config, p, x, sin, cos, mask, (k, v, layer, live), slots)
             return (x, k, v), None
 
         (x, k, v), _ = jax.lax.scan(cached_body, (x, cache.k, cache.v), (params, layer_ids))

@@ -32,7 +32,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from medr3_jax.models.tokenizers import Tokenizer
-from medr3_jax.models.transformer import Decoder, KVCache
+from medr3_jax.models.transformer import KV_BLOCK, Decoder, KVCache
 from medr3_jax.sampling.methods import SamplingParams, sample, token_logprobs
 from medr3_jax.sampling.stops import StopTable
 from medr3_jax.sharding.rules import batch_spec, fit_spec, kv_cache_spec
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 Array = jax.Array
 
 PROMPT_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
-CACHE_ROUNDING = 256  # cache lengths round up to this, so nearby sizes share compiled code
+CACHE_ROUNDING = KV_BLOCK  # cache lengths round up to this, so nearby sizes share compiled code
 
 
 class StopReason(enum.IntEnum):
@@ -224,15 +224,15 @@ class Sampler:
     ) -> SamplerState:
         """Prefills left-padded prompts (width bucketed) into a new cache.
 
-        cache_len: slots per row, default prompt bucket + max_new_tokens + one append chunk;
-        when documents will be appended, pass room for them too (rounded up to 256).
+        cache_len: slots per row, default prompt bucket + max_new_tokens; when documents will
+        be appended, pass room for them too (rounded up to a multiple of KV_BLOCK). Chunk writes
+        past the end are dropped, so only real tokens need room.
         """
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         budget = np.broadcast_to(np.asarray(max_new_tokens or self.max_new_tokens, np.int32), (len(prompts),))
         width = bucket(max(len(p) for p in prompts), self.prompt_buckets)
-        need = width + int(budget.max()) + self.append_chunk
-        cache_len = -(-max(cache_len or need, width + self.append_chunk) // CACHE_ROUNDING) * CACHE_ROUNDING
+        cache_len = -(-max(cache_len or width + int(budget.max()), width) // CACHE_ROUNDING) * CACHE_ROUNDING
         tokens, mask, positions = left_pad(prompts, self.tokenizer.pad_id, width)
         cache = self._new_cache(len(prompts), cache_len)
         count = np.full((len(prompts),), width - 1, np.int32)
@@ -278,10 +278,10 @@ class Sampler:
         feed = {r: [int(last[r]), *t[:-1]] for r, t in zip(rows, tokens) if len(t)}
         width = -(-max([len(f) for f in feed.values()] or [1]) // c) * c
         for r, f in feed.items():
-            if length[r] + len(f) + c > state.cache.max_len:
+            if length[r] + len(f) > state.cache.max_len:
                 raise ValueError(
-                    f"append: row {r} needs {length[r] + len(f)} of {state.cache.max_len} cache slots "
-                    "(+ one chunk of headroom); pass a larger cache_len to Sampler.start"
+                    f"append: row {r} needs {length[r] + len(f)} of {state.cache.max_len} cache slots; "
+                    "pass a larger cache_len to Sampler.start"
                 )
         ids = np.full((b, width), self.tokenizer.pad_id, np.int32)
         mask = np.zeros((b, width), bool)

@@ -114,7 +114,7 @@ def test_append_beyond_the_cache_names_the_row(tiny_model, tok):
     sampler = Sampler(tiny_model, tok, max_new_tokens=4, append_chunk=16)
     state = sampler.start([[1, 2, 3]], cache_len=128)
     with pytest.raises(ValueError, match=r"row 0 needs .* cache_len"):
-        sampler.append(state, rows=[0], tokens=[[7] * 300])  # the cache rounds up to 256 slots
+        sampler.append(state, rows=[0], tokens=[[7] * 300])  # 128 slots: the prompt bucket (64) + 4
 
 
 def test_sharded_sampler_matches_one_device(tiny_model, tok):
