@@ -74,6 +74,7 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 KV_BLOCK = 128  # cache slots per block of blockwise attention; cache lengths are multiples
 
+
 # ---- KV cache -----------------------------------------------------------------------------
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +140,27 @@ def apply_rope(x: Array, sin: Array, cos: Array) -> Array:
     return out.astype(x.dtype)
 
 
+def _group_queries(q: Array, kv_heads: int) -> Array:
+    """q [B,T,N,H] -> [B,K,G*T,H]: the G query heads sharing a kv head become extra rows, so
+    scores are one batched matmul per (batch, kv head) with leading batch dims (fast on CPU)."""
+    b, t, n, h = q.shape
+    q = q.reshape(b, t, kv_heads, n // kv_heads, h)
+    return jnp.einsum("BTKGH->BKGTH", q).reshape(b, kv_heads, (n // kv_heads) * t, h)
+
+
+def _ungroup(out: Array, t: int) -> Array:
+    """[B,K,G*T,H] -> [B,T,N,H]."""
+    b, kv, gt, h = out.shape
+    out = out.reshape(b, kv, gt // t, t, h)
+    return jnp.einsum("BKGTH->BTKGH", out).reshape(b, t, kv * (gt // t), h)
+
+
+def _group_mask(mask: Array, groups: int) -> Array:
+    """[B,T,S] -> [B,1,G*T,S], matching `_group_queries` rows."""
+    b, t, s = mask.shape
+    return jnp.broadcast_to(mask[:, None, None], (b, 1, groups, t, s)).reshape(b, 1, groups * t, s)
+
+
 def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
     """Grouped-query attention. q [B,T,N,H], k/v [B,S,K,H], mask [B,T,S] bool -> [B,T,N,H].
 
@@ -146,13 +168,12 @@ def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
     """
     b, t, n, h = q.shape
     kv = k.shape[2]
-    q = q.reshape(b, t, kv, n // kv, h)
-    scores = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
-    scores = scores * (h**-0.5)
-    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    qg = _group_queries(q, kv)
+    kt, vt = jnp.einsum("BSKH->BKSH", k), jnp.einsum("BSKH->BKSH", v)
+    scores = jnp.einsum("BKQH,BKSH->BKQS", qg, kt, preferred_element_type=jnp.float32) * (h**-0.5)
+    scores = jnp.where(_group_mask(mask, n // kv), scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
-    return out.reshape(b, t, n, h)
+    return _ungroup(jnp.einsum("BKQS,BKSH->BKQH", probs, vt), t)
 
 
 def blockwise_attention(q: Array, k: Array, v: Array, mask: Array, live: Array) -> Array:
@@ -167,29 +188,29 @@ def blockwise_attention(q: Array, k: Array, v: Array, mask: Array, live: Array) 
     kv, s = k.shape[2], k.shape[1]
     if s % KV_BLOCK:
         raise ValueError(f"cache length {s} is not a multiple of KV_BLOCK={KV_BLOCK}")
-    qg = q.reshape(b, t, kv, n // kv, h)
+    qg = _group_queries(q, kv) * jnp.asarray(h**-0.5, q.dtype)
+    gmask = _group_mask(mask, n // kv)
     low = jnp.finfo(jnp.float32).min
 
     def block(j, carry):
         m, denom, acc = carry
-        kb = jax.lax.dynamic_slice_in_dim(k, j * KV_BLOCK, KV_BLOCK, axis=1)
-        vb = jax.lax.dynamic_slice_in_dim(v, j * KV_BLOCK, KV_BLOCK, axis=1)
-        mb = jax.lax.dynamic_slice_in_dim(mask, j * KV_BLOCK, KV_BLOCK, axis=2)
-        scores = jnp.einsum("BTKGH,BSKH->BKGTS", qg, kb, preferred_element_type=jnp.float32) * (h**-0.5)
-        scores = jnp.where(mb[:, None, None], scores, low)
+        kb = jnp.einsum("BSKH->BKSH", jax.lax.dynamic_slice_in_dim(k, j * KV_BLOCK, KV_BLOCK, axis=1))
+        vb = jnp.einsum("BSKH->BKSH", jax.lax.dynamic_slice_in_dim(v, j * KV_BLOCK, KV_BLOCK, axis=1))
+        mb = jax.lax.dynamic_slice_in_dim(gmask, j * KV_BLOCK, KV_BLOCK, axis=3)
+        scores = jnp.einsum("BKQH,BKSH->BKQS", qg, kb, preferred_element_type=jnp.float32)
+        scores = jnp.where(mb, scores, low)
         m_new = jnp.maximum(m, scores.max(axis=-1))
         correction = jnp.exp(m - m_new)
         probs = jnp.exp(scores - m_new[..., None])
         denom = denom * correction + probs.sum(axis=-1)
-        acc = acc * correction[..., None] + jnp.einsum("BKGTS,BSKH->BKGTH", probs.astype(v.dtype), vb).astype(jnp.float32)
-        return m_new, denom, acc
+        pv = jnp.einsum("BKQS,BKSH->BKQH", probs.astype(v.dtype), vb, preferred_element_type=jnp.float32)
+        return m_new, denom, acc * correction[..., None] + pv
 
-    shape = (b, kv, n // kv, t)
-    init = (jnp.full(shape, low, jnp.float32), jnp.zeros(shape, jnp.float32), jnp.zeros(shape + (h,), jnp.float32))
+    rows = (b, kv, (n // kv) * t)
+    init = (jnp.full(rows, low, jnp.float32), jnp.zeros(rows, jnp.float32), jnp.zeros(rows + (h,), jnp.float32))
     blocks = jnp.minimum((live + KV_BLOCK - 1) // KV_BLOCK, s // KV_BLOCK)
     _, denom, acc = jax.lax.fori_loop(0, blocks, block, init)
-    out = (acc / denom[..., None]).astype(q.dtype)  # [B,K,G,T,H]
-    return jnp.einsum("BKGTH->BTKGH", out).reshape(b, t, n, h)
+    return _ungroup((acc / denom[..., None]).astype(q.dtype), t)
 
 
 def _decoder_layer(

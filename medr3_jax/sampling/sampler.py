@@ -40,7 +40,8 @@ from medr3_jax.sharding.rules import batch_spec, fit_spec, kv_cache_spec
 log = logging.getLogger(__name__)
 Array = jax.Array
 
-PROMPT_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
+# Prompt widths: finer steps at short lengths, where padding is a large share of prefill.
+PROMPT_BUCKETS = (32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
 CACHE_ROUNDING = KV_BLOCK  # cache lengths round up to this, so nearby sizes share compiled code
 
 
@@ -132,6 +133,7 @@ class Sampler:
         append_chunk: int = 128,
         prompt_buckets: Sequence[int] = PROMPT_BUCKETS,
         mesh: Mesh | None = None,
+        eos_ids: Sequence[int] | None = None,
     ):
         self.config = model.config
         self.tokenizer = tokenizer
@@ -142,11 +144,11 @@ class Sampler:
         self.stop_table = StopTable.build(stop_strings, tokenizer.token_bytes()) if stop_strings else None
         self.trace_counts: collections.Counter[str] = collections.Counter()
         self._graphdef, self._params = nnx.split(model)
-        self._eos = jnp.asarray(tokenizer.stop_ids, jnp.int32)
-        tables = self.stop_table or StopTable(
-            strings=(), next_state=np.zeros((1, 1), np.int32), match=np.full((1, 1), -1, np.int32)
-        )
-        self._next_state, self._match = jnp.asarray(tables.next_state), jnp.asarray(tables.match)
+        # Ids that end a row (default: the tokenizer's eos + end-of-turn ids; () never stops).
+        self._eos = jnp.asarray(tokenizer.stop_ids if eos_ids is None else tuple(eos_ids), jnp.int32)
+        if self.stop_table is not None:
+            self._next_state = jnp.asarray(self.stop_table.next_state)
+            self._match = jnp.asarray(self.stop_table.match)
         self._fill = jax.jit(self._fill_impl, donate_argnames=("cache",))
         self._decode = jax.jit(self._decode_impl, static_argnames=("params", "steps"), donate_argnames=("state",))
 
@@ -187,8 +189,11 @@ class Sampler:
             logp = token_logprobs(logits[:, 0], token, params)
             out_tokens = out_tokens.at[:, step].set(jnp.where(active, token, out_tokens[:, step]))
             out_logp = out_logp.at[:, step].set(jnp.where(active, logp, 0.0))
-            hit = self._match[st.stop_state, token]
-            stop_state = self._next_state[st.stop_state, token]
+            if self.stop_table is None:
+                hit, stop_state = jnp.full_like(token, -1), st.stop_state
+            else:
+                hit = self._match[st.stop_state, token]
+                stop_state = self._next_state[st.stop_state, token]
             budget = st.budget - active
             reason = jnp.select(
                 [~active, jnp.isin(token, self._eos), hit >= 0, budget <= 0],

@@ -110,7 +110,9 @@ def test_blockwise_attention_equals_dense_on_live_slots():
 
     rng = np.random.default_rng(0)
     b, t, n, kv, h, s = 3, 2, 4, 2, 8, 4 * KV_BLOCK
-    q, k, v = (jnp.asarray(rng.normal(size=shape), jnp.float32) for shape in [(b, t, n, h), (b, s, kv, h), (b, s, kv, h)])
+    q, k, v = (
+        jnp.asarray(rng.normal(size=shape), jnp.float32) for shape in [(b, t, n, h), (b, s, kv, h), (b, s, kv, h)]
+    )
     live = 3 * KV_BLOCK - 5
     mask = np.zeros((b, t, s), bool)
     mask[0, :, 10:live] = True

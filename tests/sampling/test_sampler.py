@@ -101,7 +101,7 @@ def test_ten_calls_in_one_bucket_compile_once(tiny_model, tok):
     sampler = Sampler(tiny_model, tok, max_new_tokens=8, append_chunk=16)
     rng = np.random.default_rng(1)
     for call in range(10):
-        prompts = [rng.integers(1, 256, rng.integers(1, 60)).tolist() for _ in range(4)]
+        prompts = [rng.integers(1, 256, rng.integers(33, 49)).tolist() for _ in range(4)]  # bucket 48
         state = sampler.start(prompts, seed=call)
         state, _ = sampler.decode(state, GREEDY)
     assert dict(sampler.trace_counts) == {"fill": 1, "decode": 1}
@@ -114,7 +114,7 @@ def test_append_beyond_the_cache_names_the_row(tiny_model, tok):
     sampler = Sampler(tiny_model, tok, max_new_tokens=4, append_chunk=16)
     state = sampler.start([[1, 2, 3]], cache_len=128)
     with pytest.raises(ValueError, match=r"row 0 needs .* cache_len"):
-        sampler.append(state, rows=[0], tokens=[[7] * 300])  # 128 slots: the prompt bucket (64) + 4
+        sampler.append(state, rows=[0], tokens=[[7] * 300])  # 128 slots: the prompt bucket (32) + 4
 
 
 def test_sharded_sampler_matches_one_device(tiny_model, tok):
