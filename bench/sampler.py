@@ -81,7 +81,6 @@ def machine_roofline() -> dict[str, float]:
     mm = jax.jit(lambda x: x @ x)
     mm(a).block_until_ready()
     flops = 2 * 4096**3 / _time(lambda: mm(a), 3)
-    del big
     return {"mem_bandwidth_gb_s": bandwidth / 1e9, "matmul_tflop_s": flops / 1e12}
 
 
@@ -134,8 +133,9 @@ def append_vs_reprefill(
 
     def with_append():
         state = sampler.start([prompt] * batch, max_new_tokens=16, cache_len=cache_len)
-        for doc in docs:
+        for doc in docs:  # a rollout waits for each turn (retrieval happens on the host)
             state = sampler.append(state, rows=list(range(batch)), tokens=[doc] * batch)
+            jax.block_until_ready(state.cache.k)
         return state.cache.k
 
     def with_reprefill():
@@ -143,6 +143,7 @@ def append_vs_reprefill(
         for doc in docs:
             context = context + doc
             out = sampler.start([context] * batch, max_new_tokens=16, cache_len=cache_len).cache.k
+            jax.block_until_ready(out)
         return out
 
     with_append(), with_reprefill()  # compile every shape once
@@ -155,6 +156,17 @@ def append_vs_reprefill(
         "reprefill_s": t_full,
         "speedup": t_full / t_append,
     }
+
+
+def append_rows(model: Decoder, tok, prompt: list[int], args) -> list[dict]:
+    """4 search turns of 5 passages x 128 tokens, for each append chunk size in `args`."""
+    return [
+        append_vs_reprefill(
+            Sampler(model, tok, max_new_tokens=16, append_chunk=chunk, eos_ids=()), prompt, args.append_batch, 4, 5, 128
+        )
+        | {"append_chunk": chunk}
+        for chunk in args.append_chunks
+    ]
 
 
 def bench_smollm2(args) -> dict:
@@ -192,17 +204,14 @@ def bench_smollm2(args) -> dict:
                 "hf_share_of_roofline": theirs / bound,
             }
         )
-    append = append_vs_reprefill(
-        Sampler(model, tok, max_new_tokens=16, append_chunk=128, eos_ids=()), prompt, 8, 4, 5, 128
-    )
+    append = append_rows(model, tok, prompt, args)
     return {"model": "SmolLM2-135M-Instruct (f32)", "roofline": roof, "decode": rows, "append_vs_reprefill": append}
 
 
 def bench_real_sizes(args) -> dict:
-    from medr3_jax import assets  # noqa: PLC0415
-    from medr3_jax.models.tokenizers import qwen2_tokenizer_from_tiktoken  # noqa: PLC0415
+    from medr3_jax.models.tokenizers import byte_tokenizer  # noqa: PLC0415
 
-    tok = qwen2_tokenizer_from_tiktoken(assets.qwen_tiktoken())  # ids only: weights are random
+    tok = byte_tokenizer()  # random weights: the sampler needs pad/eos ids only, no vocabulary
     roof = machine_roofline()
     out = {"roofline": roof, "models": {}}
     rng = np.random.default_rng(0)
@@ -218,9 +227,7 @@ def bench_real_sizes(args) -> dict:
             rows.append(
                 {"batch": batch, "ours_tok_s": ours, "roofline_tok_s": bound, "ours_share_of_roofline": ours / bound}
             )
-        append = append_vs_reprefill(
-            Sampler(model, tok, max_new_tokens=16, eos_ids=()), prompts[0][:200], 64, 4, 5, 128
-        )
+        append = append_rows(model, tok, prompts[0][:200], args)
         out["models"][name] = {"decode": rows, "append_vs_reprefill": append}
         del model, sampler
     return out
@@ -231,9 +238,13 @@ def main() -> None:
     parser.add_argument("--real_sizes", action="store_true", help="real model shapes, random bf16 weights")
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes")
     parser.add_argument("--new_tokens", type=int, default=128)
+    parser.add_argument("--append_batch", type=int, default=None, help="rows in the append benchmark")
+    parser.add_argument("--append_chunks", default="256,320", help="Sampler.append_chunk values to compare")
     args = parser.parse_args()
     default = "64,128,256" if args.real_sizes else "1,8,32"
     args.batches = [int(b) for b in (args.batches or default).split(",")]
+    args.append_batch = args.append_batch or (64 if args.real_sizes else 2)
+    args.append_chunks = [int(c) for c in args.append_chunks.split(",")]
     result = bench_real_sizes(args) if args.real_sizes else bench_smollm2(args)
     device = jax.devices()[0]
     result["device"] = {

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import tokenizers
-from tokenizers import AddedToken, Regex, decoders, normalizers, pre_tokenizers
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
 
 # ---- Med-R3 protocol strings (the authors' verl fork) -------------------------------------
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -517,3 +517,16 @@ def tag_token_ids(tok: Tokenizer, tag: str) -> list[tuple[int, ...]]:
         if ids not in found:
             found.append(ids)
     return found
+
+
+def byte_tokenizer(eos_id: int = 0) -> Tokenizer:
+    """One token per byte (ids 0..255, GPT-2 byte alphabet), byte `eos_id` doubling as EOS.
+
+    For tests and benchmarks with random weights: every string spans one token per byte, so
+    multi-token stop strings are the norm, and no vocabulary file is needed.
+    """
+    alphabet = _byte_alphabet()
+    backend = tokenizers.Tokenizer(models.BPE(vocab={ch: b for b, ch in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    return Tokenizer(backend=backend, eos_id=eos_id, pad_id=eos_id, path="<bytes>")

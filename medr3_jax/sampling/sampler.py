@@ -130,7 +130,7 @@ class Sampler:
         *,
         stop_strings: Sequence[str] = (),
         max_new_tokens: int = 512,
-        append_chunk: int = 128,
+        append_chunk: int = 256,
         prompt_buckets: Sequence[int] = PROMPT_BUCKETS,
         mesh: Mesh | None = None,
         eos_ids: Sequence[int] | None = None,

@@ -6,23 +6,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tokenizers
 from flax import nnx
-from tokenizers import decoders, models, pre_tokenizers
 
 from medr3_jax.models.config import ModelConfig, preset
-from medr3_jax.models.tokenizers import Tokenizer, _byte_alphabet
+from medr3_jax.models.tokenizers import Tokenizer
+from medr3_jax.models.tokenizers import byte_tokenizer as make_byte_tokenizer
 
 EOS = 0  # byte 0x00 doubles as end-of-sequence in these tests
 
 
 def byte_tokenizer() -> Tokenizer:
     """One token per byte (ids 0..255): every multi-character string spans several tokens."""
-    alphabet = _byte_alphabet()
-    backend = tokenizers.Tokenizer(models.BPE(vocab={ch: b for b, ch in enumerate(alphabet)}, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = decoders.ByteLevel()
-    return Tokenizer(backend=backend, eos_id=EOS, pad_id=EOS, path="<bytes>")
+    return make_byte_tokenizer(EOS)
 
 
 class ScriptedLM(nnx.Module):
