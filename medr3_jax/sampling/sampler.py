@@ -177,9 +177,11 @@ class Sampler:
 
         def body(carry):
             step, st, out_tokens, out_logp, count = carry
-            # A row with no free slot stops before it writes (writes past the end would drop).
-            full = (st.reason == StopReason.RUNNING) & (st.cache.length >= max_len)
-            reason = jnp.where(full, StopReason.CACHE_FULL, st.reason)
+            # A row with no budget left (resumed after an append) or no free slot stops before
+            # it samples (cache writes past the end would be dropped).
+            running = st.reason == StopReason.RUNNING
+            reason = jnp.where(running & (st.budget <= 0), StopReason.LENGTH, st.reason)
+            reason = jnp.where(running & (st.cache.length >= max_len), StopReason.CACHE_FULL, reason)
             active = reason == StopReason.RUNNING
             start = st.cache.length
             logits, cache = model(st.last_token[:, None], st.position[:, None], active[:, None], kv_cache=st.cache)

@@ -167,3 +167,19 @@ def test_smollm2_greedy_equals_transformers_generate(smollm2, hf_smollm2):
         ours = out.row(b)
         assert ours == ref[b, : len(ours)].tolist(), b
         assert len(ours) == 32 or out.reason[b] == StopReason.EOS
+
+
+def test_full_cache_and_spent_budget_stop_without_sampling(tok):
+    """A row stops with CACHE_FULL when its slots run out; a row resumed by `append` with no
+    budget left stops with LENGTH before sampling anything."""
+    model = ScriptedLM(np.full((2, 400), ord("y"), np.int32))
+    sampler = Sampler(model, tok, max_new_tokens=300)
+    state = sampler.start([[1, 2, 3], [4, 5]], max_new_tokens=[300, 5], cache_len=128)
+    state, out = sampler.decode(state, GREEDY)
+    # Prompt bucket 32: 31 slots after prefill; each sampled token needs the slot of its
+    # predecessor, so 128 - 31 = 97 tokens fit.
+    assert list(out.reason) == [StopReason.CACHE_FULL, StopReason.LENGTH]
+    assert list(out.num_tokens) == [97, 5]
+    state = sampler.append(state, rows=[1], tokens=[[7, 8]])
+    state, out = sampler.decode(state, GREEDY)
+    assert list(out.num_tokens) == [0, 0] and out.reason[1] == StopReason.LENGTH
