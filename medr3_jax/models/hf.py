@@ -230,22 +230,22 @@ def load_decoder(
     source: TensorSource, config: ModelConfig, shardings: Mapping[str, jax.sharding.Sharding] | None = None
 ) -> Decoder:
     """A Decoder whose parameters come from `source`, never materialised at random first."""
-    graphdef, abstract = abstract_decoder(config)
-    flat = load_params(source, config, shardings)
-    state = nnx.State(_nest(flat))
-    del abstract
-    return nnx.merge(graphdef, state)
+    return assemble_decoder(config, load_params(source, config, shardings))
 
 
-def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+def assemble_decoder(config: ModelConfig, params: Mapping[str, jax.Array]) -> Decoder:
+    """A Decoder around given flat params {path: array} (placed as they are; no init)."""
+    graphdef, _ = abstract_decoder(config)
+    if sorted(params) != sorted(param_shapes(config)):
+        raise CheckpointError(f"params {sorted(params)} do not match the Decoder's {sorted(param_shapes(config))}")
     tree: dict[str, Any] = {}
-    for path, value in flat.items():
+    for path, value in params.items():
         node = tree
         *parents, leaf = path.split("/")
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = nnx.Param(value)
-    return tree
+    return nnx.merge(graphdef, nnx.State(tree))
 
 
 def flat_params(model: Decoder) -> dict[str, jax.Array]:

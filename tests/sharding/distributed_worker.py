@@ -47,17 +47,16 @@ def sharded_decoder_logits(mesh, process_id: int) -> np.ndarray:
     from flax import nnx  # noqa: PLC0415
 
     from medr3_jax.models import Decoder, preset  # noqa: PLC0415
-    from medr3_jax.models.hf import _nest, flat_params  # noqa: PLC0415
+    from medr3_jax.models.hf import assemble_decoder, flat_params  # noqa: PLC0415
 
     config = preset("tiny")
     local = Decoder(config, rngs=nnx.Rngs(0))  # same seed, same values on every host
-    graphdef, _ = nnx.split(local)
     shardings = param_shardings(config, mesh)
     placed = {
         path: jax.make_array_from_callback(value.shape, shardings[path], lambda idx, v=np.asarray(value): v[idx])
         for path, value in flat_params(local).items()
     }
-    model = nnx.merge(graphdef, nnx.State(_nest(placed)))
+    model = assemble_decoder(config, placed)
     rows = slice(2 * process_id, 2 * process_id + 2)
     tokens, mask, positions = (host_local_to_global(a[rows], mesh, batch_spec(2)) for a in model_inputs())
     forward = nnx.jit(lambda m, t, p, k: m(t, p, k)[0])

@@ -11,7 +11,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 
 from medr3_jax.models import Decoder, preset
-from medr3_jax.models.hf import _nest, flat_params
+from medr3_jax.models.hf import assemble_decoder, flat_params
 from medr3_jax.sharding import batch_spec, make_mesh, param_shardings
 
 MESHES = [(1, 1, 1), (2, 4, 1), (1, 4, 2), (2, 2, 2)]
@@ -60,9 +60,8 @@ def test_sharded_logits_and_grads_equal_one_device(reference, shape):
     model, want_logits, want_grads = reference
     mesh = make_mesh(dict(zip(("data", "fsdp", "tensor"), shape)), devices=jax.devices()[: int(np.prod(shape))])
     shardings = param_shardings(model.config, mesh)
-    graphdef, _ = nnx.split(model)
     placed = {p: jax.device_put(v, shardings[p]) for p, v in flat_params(model).items()}
-    sharded = nnx.merge(graphdef, nnx.State(_nest(placed)))
+    sharded = assemble_decoder(model.config, placed)
     batch = [jax.device_put(x, NamedSharding(mesh, batch_spec(2))) for x in _batch()]
 
     logits = nnx.jit(lambda m, *b: m(*b)[0])(sharded, *batch)
