@@ -1,5 +1,7 @@
-"""Retrieval over the medical corpus. So far: exact on-device top-k over a row-sharded table."""
+"""Retrieval over the medical corpus. So far: the corpus reader and chunker, and exact
+on-device top-k over a row-sharded embedding table."""
 
+from medr3_jax.retrieval.corpus import CorpusError, Passage, chunk_text, medrag_contents, read_chunks, write_chunks
 from medr3_jax.retrieval.exact import ExactIndex
 
-__all__ = ["ExactIndex"]
+__all__ = ["CorpusError", "ExactIndex", "Passage", "chunk_text", "medrag_contents", "read_chunks", "write_chunks"]
