@@ -1,0 +1,107 @@
+"""ScaNN approximate search on the host: tree partitioning + asymmetric hashing + exact reorder,
+sized from the table; brute force below a threshold (tiny corpora cannot train the tree).
+
+    index = ScannIndex.build(table, k_hint=10)      # table [N,D] float32, inner product
+    rows, scores = index.search(query_vectors, k=10)
+    index.save(directory); ScannIndex.load(directory)
+
+On several hosts each host indexes its own shard of rows (`row_offset` = its first row) and
+the retriever merges candidates across hosts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+BRUTE_FORCE_BELOW = 20_000  # rows; below this an exact scan is as fast and needs no training
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScannConfig:
+    """Search parameters. `sized_for` picks them from the table size, after ScaNN's guidance:
+    about 2*sqrt(N) leaves (at most 16k), search 1/8 of them, asymmetric hashing with 2 dims
+    per block, then exact reordering of max(10 k, 100) candidates."""
+
+    num_leaves: int
+    leaves_to_search: int
+    reorder: int
+    brute_force: bool = False
+
+    @classmethod
+    def sized_for(cls, rows: int, k_hint: int = 10) -> ScannConfig:
+        if rows < BRUTE_FORCE_BELOW:
+            return cls(num_leaves=0, leaves_to_search=0, reorder=0, brute_force=True)
+        leaves = int(min(2 * math.sqrt(rows), 16_384))
+        return cls(num_leaves=leaves, leaves_to_search=max(leaves // 8, 8), reorder=max(10 * k_hint, 100))
+
+
+class ScannIndex:
+    """A ScaNN searcher over rows [row_offset, row_offset + N) of the global table."""
+
+    def __init__(self, searcher: Any, config: ScannConfig, num_rows: int, row_offset: int = 0):
+        self.searcher, self.config, self.num_rows, self.row_offset = searcher, config, num_rows, row_offset
+
+    @classmethod
+    def build(
+        cls, table: np.ndarray, *, k_hint: int = 10, row_offset: int = 0, config: ScannConfig | None = None
+    ) -> ScannIndex:
+        import scann  # noqa: PLC0415 - optional, host-side only
+
+        table = np.ascontiguousarray(table, np.float32)
+        config = config or ScannConfig.sized_for(len(table), k_hint)
+        builder = scann.scann_ops_pybind.builder(table, k_hint, "dot_product")
+        if config.brute_force:
+            searcher = builder.score_brute_force().build()
+        else:
+            searcher = (
+                builder.tree(
+                    num_leaves=config.num_leaves,
+                    num_leaves_to_search=config.leaves_to_search,
+                    training_sample_size=min(len(table), 250_000),
+                )
+                .score_ah(2, anisotropic_quantization_threshold=0.2)
+                .reorder(config.reorder)
+                .build()
+            )
+        return cls(searcher, config, len(table), row_offset)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(global row ids [Q,k] int64, scores [Q,k] f32), best first."""
+        if not 0 < k <= self.num_rows:
+            raise ValueError(f"k={k} must be in [1, {self.num_rows}] (rows in this index)")
+        queries = np.ascontiguousarray(queries, np.float32)
+        if self.config.brute_force:
+            rows, scores = self.searcher.search_batched(queries, final_num_neighbors=k)
+        else:
+            rows, scores = self.searcher.search_batched(
+                queries,
+                final_num_neighbors=k,
+                leaves_to_search=self.config.leaves_to_search,
+                pre_reorder_num_neighbors=self.config.reorder,
+            )
+        return rows.astype(np.int64) + self.row_offset, scores.astype(np.float32)
+
+    def save(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.searcher.serialize(directory)
+        meta = {"config": dataclasses.asdict(self.config), "num_rows": self.num_rows, "row_offset": self.row_offset}
+        with open(os.path.join(directory, "medr3_scann.json"), "w", encoding="utf-8") as fh:
+            json.dump(meta, fh, indent=1)
+
+    @classmethod
+    def load(cls, directory: str) -> ScannIndex:
+        import scann  # noqa: PLC0415
+
+        meta_file = os.path.join(directory, "medr3_scann.json")
+        if not os.path.exists(meta_file):
+            raise FileNotFoundError(f"{meta_file}: not a saved ScannIndex (missing metadata)")
+        with open(meta_file, encoding="utf-8") as fh:
+            meta = json.load(fh)
+        searcher = scann.scann_ops_pybind.load_searcher(directory)
+        return cls(searcher, ScannConfig(**meta["config"]), meta["num_rows"], meta["row_offset"])
