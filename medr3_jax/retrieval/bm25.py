@@ -75,13 +75,16 @@ class BM25Index:
         return order, scores[order]
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hashable]], *, k: int, rrf_k: float = 60.0) -> list[Hashable]:
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[Hashable]], *, k: int, rrf_k: float = 60.0
+) -> list[tuple[Hashable, float]]:
     """Fuse ranked id lists: score(id) = sum over lists of 1 / (rrf_k + rank + 1), rank from 0.
 
-    Ties keep the order in which ids were first seen (list by list), so fusion is deterministic.
+    Returns the top-k (id, score) pairs. Ties keep the order in which ids were first seen
+    (list by list), so fusion is deterministic.
     """
     scores: dict[Hashable, float] = {}
     for ranking in rankings:
         for rank, item in enumerate(ranking):
             scores[item] = scores.get(item, 0.0) + 1.0 / (rrf_k + rank + 1)
-    return sorted(scores, key=lambda item: -scores[item])[:k]
+    return sorted(scores.items(), key=lambda pair: -pair[1])[:k]

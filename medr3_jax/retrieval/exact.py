@@ -4,7 +4,7 @@ Each device scores its own rows block by block, keeping a running top-k (no [que
 matrix is ever built), then the per-device candidates are all-gathered and merged:
 
     index = ExactIndex.build(table, mesh)              # [N,D] rows spread over every device
-    scores, ids = index.search(query_vectors, k=5)     # [Q,k] f32, [Q,k] int32 (global row ids)
+    ids, scores = index.search(query_vectors, k=5)     # [Q,k] int32 (global row ids), [Q,k] f32
 """
 
 from __future__ import annotations
@@ -44,11 +44,13 @@ class ExactIndex:
         return cls(table=jax.device_put(padded, sharding), num_rows=n, mesh=mesh, block_rows=block_rows)
 
     def search(self, queries: np.ndarray | Array, k: int) -> tuple[Array, Array]:
-        """Top-k rows by inner product for each query [Q,D] -> (scores [Q,k] f32, ids [Q,k] int32)."""
+        """Top-k rows by inner product for each query [Q,D] -> (ids [Q,k] int32, scores [Q,k] f32),
+        best first (the same order of results as the other backends)."""
         if not 0 < k <= self.num_rows:
             raise ValueError(f"k={k} must be in [1, {self.num_rows}] (the table's rows)")
         queries = jnp.asarray(queries, self.table.dtype)
-        return _search(self.table, queries, k, self.num_rows, self.block_rows, self.mesh)
+        scores, ids = _search(self.table, queries, k, self.num_rows, self.block_rows, self.mesh)
+        return ids, scores
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))

@@ -49,5 +49,6 @@ def test_search_orders_by_score_then_row():
 def test_reciprocal_rank_fusion_hand_worked():
     # a: 1/61 + 1/62; b: 1/62 + 1/61; c: 1/63; d: 1/63 -> a, b tie (a seen first), then c, d.
     fused = reciprocal_rank_fusion([["a", "b", "c"], ["b", "a", "d"]], k=4, rrf_k=60)
-    assert fused == ["a", "b", "c", "d"]
-    assert reciprocal_rank_fusion([["x", "y"], ["y"]], k=1, rrf_k=1) == ["y"]  # 1/3 + 1/2 > 1/2
+    assert [item for item, _ in fused] == ["a", "b", "c", "d"]
+    np.testing.assert_allclose([score for _, score in fused], [1 / 61 + 1 / 62, 1 / 62 + 1 / 61, 1 / 63, 1 / 63])
+    assert reciprocal_rank_fusion([["x", "y"], ["y"]], k=1, rrf_k=1) == [("y", 1 / 3 + 1 / 2)]  # beats x's 1/2

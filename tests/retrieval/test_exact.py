@@ -35,7 +35,7 @@ def test_same_ids_as_numpy_brute_force(devices, data):
     table, queries = make(3001, 32, 0), make(17, 32, 1)  # 3001 rows: padding on every mesh
     mesh = make_mesh({"data": devices}, devices=jax.devices()[:devices])
     index = ExactIndex.build(table, mesh, block_rows=128)
-    scores, ids = index.search(queries, k=10)
+    ids, scores = index.search(queries, k=10)
     want_scores, want_ids = _brute_force(table, queries, 10)
     np.testing.assert_array_equal(np.asarray(ids), want_ids)
     np.testing.assert_allclose(np.asarray(scores), want_scores, atol=1e-5)

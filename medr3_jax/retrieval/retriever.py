@@ -1,0 +1,128 @@
+"""One `Retriever` over an index directory written by `retrieval.embed`, with backends:
+
+exact   the table sharded by rows over the mesh, query encoder on device (ExactIndex)
+scann   ScaNN on the host (ScannIndex; brute force for small tables)
+bm25    lexical BM25 over the passages' contents
+fusion  reciprocal-rank fusion of exact and bm25 (MedRAG's RRF, `rrf_k`)
+
+retriever = Retriever.open("index/medcorp", backend="exact")
+ids, scores = retriever.search(["troponin in myocardial infarction"], k=5)
+retriever.passage(ids[0][0]).contents;  retriever.passage_tokens(ids[0])   # policy tokens
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Literal, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+
+from medr3_jax.models.encoder import encoder_inputs, load_encoder
+from medr3_jax.retrieval.bm25 import BM25Index, reciprocal_rank_fusion
+from medr3_jax.retrieval.corpus import Passage
+from medr3_jax.retrieval.exact import ExactIndex
+
+Backend = Literal["exact", "scann", "bm25", "fusion"]
+
+
+class Retriever:
+    """search(queries, k) -> (passage ids [Q][k], scores [Q,k]); passage and token lookups."""
+
+    def __init__(
+        self, index_dir: str, *, backend: Backend = "exact", mesh: jax.sharding.Mesh | None = None, rrf_k: float = 60.0
+    ):
+        if backend not in ("exact", "scann", "bm25", "fusion"):
+            raise ValueError(f"backend={backend!r}; expected exact, scann, bm25 or fusion")
+        manifest_file = os.path.join(index_dir, "manifest.json")
+        if not os.path.exists(manifest_file):
+            raise FileNotFoundError(
+                f"{manifest_file}: not an index directory (run python -m medr3_jax.retrieval.embed)"
+            )
+        with open(manifest_file, encoding="utf-8") as fh:
+            self.manifest = json.load(fh)
+        if not self.manifest.get("complete"):
+            raise ValueError(f"{manifest_file}: the embedding run did not finish; rerun embed to resume it")
+        self.backend, self.rrf_k, self.index_dir = backend, rrf_k, index_dir
+        self.passages = self._read_passages()
+        self._row = {p.id: i for i, p in enumerate(self.passages)}
+        self._tokens, self._lengths = self._read_store()
+        self._bm25 = BM25Index.build([p.contents for p in self.passages]) if backend in ("bm25", "fusion") else None
+        self._dense = self._dense_index(mesh) if backend != "bm25" else None
+
+    def _shard_files(self, prefix: str, suffix: str) -> list[str]:
+        return [os.path.join(self.index_dir, f"{prefix}_{s['index']:05d}{suffix}") for s in self.manifest["shards"]]
+
+    def _read_passages(self) -> list[Passage]:
+        out = []
+        for file in self._shard_files("passages", ".jsonl"):
+            with open(file, encoding="utf-8") as fh:
+                for line in fh:
+                    obj = json.loads(line)
+                    out.append(Passage(obj["id"], obj["title"], "", obj["contents"]))
+        return out
+
+    def _read_store(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        files = self._shard_files("tokens", ".npy")
+        if not all(os.path.exists(f) for f in files):
+            return None, None
+        return np.concatenate([np.load(f) for f in files]), np.concatenate(
+            [np.load(f) for f in self._shard_files("lengths", ".npy")]
+        )
+
+    def _dense_index(self, mesh):
+        import tokenizers  # noqa: PLC0415
+
+        from medr3_jax.sharding import make_mesh  # noqa: PLC0415
+
+        table = np.concatenate([np.load(f) for f in self._shard_files("table", ".npy")]).astype(np.float32)
+        encoder_dir = self.manifest["encoder"]
+        self._encoder = load_encoder(encoder_dir)
+        self._tokenizer = tokenizers.Tokenizer.from_file(os.path.join(encoder_dir, "tokenizer.json"))
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        self._embed = nnx.jit(lambda model, tokens, mask: model.embed(tokens, mask))
+        if self.backend == "scann":
+            from medr3_jax.retrieval.scann_index import ScannIndex  # noqa: PLC0415
+
+            return ScannIndex.build(table)
+        return ExactIndex.build(table, mesh or make_mesh("data=-1"))
+
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """Query vectors [Q,D] (query prefix applied, e.g. e5's "query: ")."""
+        width = self.manifest["settings"]["max_len"]
+        tokens, mask = encoder_inputs(
+            self._tokenizer, list(queries), max_len=width, prefix=self._encoder.config.query_prefix
+        )
+        return np.asarray(self._embed(self._encoder, tokens, mask))
+
+    def search(self, queries: Sequence[str], k: int) -> tuple[list[list[str]], np.ndarray]:
+        """Top-k passage ids per query and their scores (RRF scores for fusion)."""
+        if self.backend == "bm25":
+            rows = [self._bm25.search(q, k)[0] for q in queries]
+            return self._ids(rows), np.stack([self._bm25.scores(q)[r] for q, r in zip(queries, rows)])
+        vectors = self.encode_queries(queries)
+        rows, scores = self._dense.search(vectors, k)
+        rows, scores = np.asarray(rows), np.asarray(scores)
+        if self.backend != "fusion":
+            return self._ids(rows), scores
+        fused = [
+            reciprocal_rank_fusion([dense.tolist(), self._bm25.search(q, k)[0].tolist()], k=k, rrf_k=self.rrf_k)
+            for q, dense in zip(queries, rows)
+        ]
+        return self._ids([[r for r, _ in f] for f in fused]), np.asarray([[s for _, s in f] for f in fused], np.float32)
+
+    def _ids(self, rows) -> list[list[str]]:
+        return [[self.passages[int(r)].id for r in row] for row in rows]
+
+    def passage(self, passage_id: str) -> Passage:
+        return self.passages[self._row[passage_id]]
+
+    def passage_tokens(self, passage_ids: Sequence[str]) -> list[list[int]]:
+        """The policy's pre-tokenised text of each passage (from the embed run's store)."""
+        if self._tokens is None:
+            raise ValueError(f"{self.index_dir}: no passage store; run embed with --policy_tokenizer")
+        rows = [self._row[i] for i in passage_ids]
+        return [self._tokens[r, : self._lengths[r]].tolist() for r in rows]
