@@ -270,6 +270,20 @@ def load_encoder(path: str, **overrides: Any) -> BertEncoder:
     return nnx.merge(graphdef, state)
 
 
+def load_encoder_tokenizer(path: str) -> Any:
+    """The encoder directory's `tokenizer.json` without its shipped padding/truncation (MiniLM's
+    truncates at 128): `encoder_inputs` pads and truncates itself, explicitly."""
+    import tokenizers  # noqa: PLC0415
+
+    file = os.path.join(path, "tokenizer.json")
+    if not os.path.exists(file):
+        raise FileNotFoundError(f"{file}: no such file (the encoder's tokenizer)")
+    tokenizer = tokenizers.Tokenizer.from_file(file)
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
 def encoder_inputs(
     tokenizer: Any, texts: Sequence[str], *, max_len: int, prefix: str = ""
 ) -> tuple[np.ndarray, np.ndarray]:

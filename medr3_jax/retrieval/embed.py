@@ -31,7 +31,7 @@ import tqdm
 from flax import nnx
 from jax.sharding import NamedSharding
 
-from medr3_jax.models.encoder import BertEncoder, encoder_inputs, load_encoder
+from medr3_jax.models.encoder import BertEncoder, encoder_inputs, load_encoder, load_encoder_tokenizer
 from medr3_jax.retrieval.corpus import Passage, chunk_files, read_chunks
 
 log = logging.getLogger("medr3_jax.retrieval.embed")
@@ -106,13 +106,9 @@ def embed_corpus(
     max_shards: int | None = None,
 ) -> dict[str, Any]:
     """Embeds every passage; returns the manifest. `max_shards` stops early (a partial run)."""
-    import tokenizers  # noqa: PLC0415
-
     os.makedirs(out_dir, exist_ok=True)
     encoder = load_encoder(encoder_dir)
-    tokenizer = tokenizers.Tokenizer.from_file(os.path.join(encoder_dir, "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
+    tokenizer = load_encoder_tokenizer(encoder_dir)
     embedder = _Embedder(encoder, tokenizer, settings, mesh)
     manifest_file = os.path.join(out_dir, "manifest.json")
     manifest = _load_manifest(manifest_file, encoder_dir, settings)

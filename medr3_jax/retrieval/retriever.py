@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from medr3_jax.models.encoder import encoder_inputs, load_encoder
+from medr3_jax.models.encoder import encoder_inputs, load_encoder, load_encoder_tokenizer
 from medr3_jax.retrieval.bm25 import BM25Index, reciprocal_rank_fusion
 from medr3_jax.retrieval.corpus import Passage
 from medr3_jax.retrieval.exact import ExactIndex
@@ -73,16 +73,12 @@ class Retriever:
         )
 
     def _dense_index(self, mesh):
-        import tokenizers  # noqa: PLC0415
-
         from medr3_jax.sharding import make_mesh  # noqa: PLC0415
 
         table = np.concatenate([np.load(f) for f in self._shard_files("table", ".npy")]).astype(np.float32)
         encoder_dir = self.manifest["encoder"]
         self._encoder = load_encoder(encoder_dir)
-        self._tokenizer = tokenizers.Tokenizer.from_file(os.path.join(encoder_dir, "tokenizer.json"))
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
+        self._tokenizer = load_encoder_tokenizer(encoder_dir)
         self._embed = nnx.jit(lambda model, tokens, mask: model.embed(tokens, mask))
         if self.backend == "scann":
             from medr3_jax.retrieval.scann_index import ScannIndex  # noqa: PLC0415
