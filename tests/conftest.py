@@ -50,3 +50,38 @@ def smollm2():
     from medr3_jax.models.loading import load_model  # noqa: PLC0415
 
     return load_model("smollm2_135m_instruct")
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_gguf):
+    """Our Tokenizer for SmolLM2 (GGUF metadata: vocabulary and chat template), without the model."""
+    from medr3_jax.models.tokenizers import load_tokenizer  # noqa: PLC0415
+
+    return load_tokenizer(smollm2_gguf)
+
+
+SAMPLE_DATASETS = ("medqa", "medqa/us_5_options", "medmcqa", "pubmedqa", "mmlu_med", "bioasq", "mirage")
+
+
+@pytest.fixture(scope="session")
+def sample_data_dir(tmp_path_factory) -> str:
+    """A TFDS data dir holding every bundled sample dataset, built once by our builders."""
+    from medr3_jax.data.datasets import prepare_dataset  # noqa: PLC0415
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    for name in SAMPLE_DATASETS:
+        prepare_dataset(name, assets.sample_dataset_dir(name), data_dir)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def sample_index_dir(tmp_path_factory, smollm2_tokenizer) -> str:
+    """The bundled sample corpus embedded with MiniLM (passage store in SmolLM2 tokens), once."""
+    from medr3_jax.retrieval.embed import EmbedSettings, embed_corpus  # noqa: PLC0415
+
+    out = str(tmp_path_factory.mktemp("sample_index"))
+    settings = EmbedSettings(batch_size=64, max_len=256, passage_tokens=256)
+    embed_corpus(
+        [assets.sample_corpus_dir()], assets.minilm_dir(), out, settings=settings, policy_tokenizer=smollm2_tokenizer
+    )
+    return out
