@@ -20,11 +20,11 @@ PromptMode = Literal["search", "reason", "mc_eval"]
 
 _REASON = "Answer the given medical question. Reason step by step inside <think> and </think> before answering."
 _SEARCH = (
-    " Whenever you find that you lack medical knowledge, search a medical corpus by writing "
-    "<search> your query </search>; the most relevant passages are then returned to you, each "
-    "inside <document> and </document>, and you continue reasoning inside <think> and </think>. "
-    "Write one query per search and never write <document> yourself. You may search up to "
-    "{max_searches} times."
+    " Whenever you find that you lack medical knowledge, close your reasoning with </think> and "
+    "search a medical corpus by writing <search> your query </search>; the most relevant passages "
+    "are then returned to you, each inside <document> and </document>, and you continue with new "
+    "reasoning inside <think> and </think>. Write one query per search and never write <document> "
+    "yourself. You may search up to {max_searches} times."
 )
 _FINAL_CHOICE = (
     " When you have enough information, give the final answer inside <answer> and </answer>: the "

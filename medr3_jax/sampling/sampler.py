@@ -275,9 +275,14 @@ class Sampler:
                 out.stop_string[b] = self._confirm_stop(b, out, int(match[b]))
         return state, out
 
-    def append(self, state: SamplerState, rows: Sequence[int], tokens: Sequence[Sequence[int]]) -> SamplerState:
+    def append(
+        self, state: SamplerState, rows: Sequence[int], tokens: Sequence[Sequence[int]], *, charge_budget: bool = False
+    ) -> SamplerState:
         """Inserts `tokens[i]` after the newest token of row `rows[i]` by chunked prefill into the
-        live cache (earlier positions are not recomputed) and sets those rows RUNNING again."""
+        live cache (earlier positions are not recomputed) and sets those rows RUNNING again.
+
+        charge_budget: the inserted tokens count against the row's token budget (a response
+        length cap that includes retrieved documents)."""
         if len(rows) != len(tokens) or len(set(rows)) != len(rows):
             raise ValueError(f"append: rows {list(rows)} and token lists must pair up one to one")
         b, c = state.batch, self.append_chunk
@@ -310,12 +315,16 @@ class Sampler:
             np.asarray(state.reason).copy(),
             np.asarray(state.stop_state).copy(),
         )
+        budget = np.asarray(state.budget).copy()
         for r, t in zip(rows, tokens):
             if len(t):
                 new_last[r], new_pos[r] = t[-1], pos[r] + len(t)
             reason[r], stop_state[r] = StopReason.RUNNING, 0  # inserted text starts a fresh match
+            if charge_budget:
+                budget[r] -= len(t)
         return dataclasses.replace(
             state,
+            budget=self._put(budget.astype(np.int32))[0],
             cache=cache,
             last_token=self._put(new_last.astype(np.int32))[0],
             position=self._put(new_pos.astype(np.int32))[0],

@@ -1,0 +1,407 @@
+"""Judge LLMs for the rewards: an OpenAI-compatible HTTP endpoint or a local checkpoint, and
+the two questions we ask them (grade an answer 0/1/2; extract reasoning triples).
+
+    judge = HTTPJudge("http://127.0.0.1:8000/v1", "Qwen2.5-72B-Instruct", max_concurrency=16)
+    # or: judge = LocalJudge(model, tokenizer)          (any checkpoint our loaders read)
+    grades = judge_grades(judge, [(record, "Pancreas")])   # [0]  (None: fall back to rules)
+    triples = extract_triples(judge, ["Insulin lowers glucose ..."])
+    metrics = judge.stats.as_metrics()                     # {"judge/requests": 2.0, ...}
+
+A judge never raises for a failed request: `complete` gives None for it, the counters in
+`JudgeStats` say why, and one warning per batch summarises the failures. A reply that cannot
+be read gives None too; the caller then falls back (rule grade) or disables the component.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import http.client
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+from medr3_jax.data.records import QARecord
+
+if TYPE_CHECKING:
+    from medr3_jax.models.tokenizers import Tokenizer
+    from medr3_jax.models.transformer import Decoder
+
+log = logging.getLogger(__name__)
+
+Triple = tuple[str, str, str]
+
+
+class Judge(Protocol):
+    """Anything that answers a batch of prompts, one reply per prompt, in order; None for a
+    request that failed after retries (never an exception for a failed request)."""
+
+    def complete(self, prompts: Sequence[str]) -> list[str | None]: ...
+
+
+@dataclasses.dataclass
+class JudgeStats:
+    """Counters for one judge (mutable; a run keeps one and logs `as_metrics()` each step).
+
+    requests / ok / failed: prompts asked, answered, given None after retries.
+    timeouts / connection_errors / http_errors (status >= 400): failed attempts, by cause.
+    bad_replies: replies that could not be read (garbage body, or no grade/triples in it).
+    bad_triples: triple entries dropped from otherwise readable replies.
+    retries: attempts beyond the first.
+    """
+
+    requests: int = 0
+    ok: int = 0
+    failed: int = 0
+    timeouts: int = 0
+    connection_errors: int = 0
+    http_errors: int = 0
+    bad_replies: int = 0
+    bad_triples: int = 0
+    retries: int = 0
+
+    def as_metrics(self, prefix: str = "judge/") -> dict[str, float]:
+        return {f"{prefix}{k}": float(v) for k, v in dataclasses.asdict(self).items()}
+
+
+# ---- HTTP (OpenAI-compatible) ---------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _Outcome:
+    """One prompt's fate: the reply (or None) and the cause of each failed attempt."""
+
+    text: str | None
+    errors: tuple[str, ...]  # "timeouts" | "connection_errors" | "http_errors" | "bad_replies"
+    last_error: str = ""
+
+
+class _AttemptError(Exception):
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+class HTTPJudge:
+    """POSTs each prompt to `{base_url}/chat/completions` (any OpenAI-compatible server: vLLM,
+    SGLang, llama.cpp, OpenAI), at most `max_concurrency` requests in flight.
+
+    judge = HTTPJudge("http://127.0.0.1:8000/v1", "judge-model", timeout_s=30, retries=2)
+    replies = judge.complete(["Say hi"])      # ["hi"], or [None] after retries
+
+    The API key is read from `$api_key_env` (no Authorization header when unset) and appears in
+    no log line, error message or repr. Timeouts, connection errors, HTTP status >= 400 and
+    bodies without `choices[0].message.content` are retried `retries` times, waiting
+    backoff_s, 2 * backoff_s, 4 * backoff_s, ... before each retry.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 8,
+        timeout_s: float = 30.0,
+        retries: int = 2,
+        backoff_s: float = 0.5,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        stats: JudgeStats | None = None,
+    ):
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"HTTPJudge: base_url {base_url!r} must start with http:// or https://")
+        if max_concurrency < 1 or retries < 0 or timeout_s <= 0 or backoff_s < 0:
+            raise ValueError(
+                f"HTTPJudge: need max_concurrency >= 1, retries >= 0, timeout_s > 0, backoff_s >= 0; got "
+                f"{max_concurrency}, {retries}, {timeout_s}, {backoff_s}"
+            )
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.api_key_env = api_key_env
+        self.max_concurrency = max_concurrency
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.stats = stats if stats is not None else JudgeStats()
+        self.__key = os.environ.get(api_key_env) or None  # private: never logged, shown or raised
+        log.info(
+            "HTTP judge %s at %s (key from $%s: %s)", model, self.url, api_key_env, "set" if self.__key else "unset"
+        )
+
+    def __repr__(self) -> str:
+        return f"HTTPJudge(url={self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+
+    def complete(self, prompts: Sequence[str]) -> list[str | None]:
+        if not prompts:
+            return []
+        workers = min(self.max_concurrency, len(prompts))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="judge") as pool:
+            outcomes = list(pool.map(self._ask, prompts))
+        self._count(outcomes)
+        return [o.text for o in outcomes]
+
+    def _count(self, outcomes: Sequence[_Outcome]) -> None:
+        """Folds the outcomes into the stats (on the calling thread) and warns once if any failed."""
+        s = self.stats
+        s.requests += len(outcomes)
+        for o in outcomes:
+            s.ok += o.text is not None
+            s.failed += o.text is None
+            s.retries += len(o.errors) - (o.text is None)  # a failed prompt's last error is no retry
+            for kind in o.errors:
+                setattr(s, kind, getattr(s, kind) + 1)
+        failed = [o for o in outcomes if o.text is None]
+        if failed:
+            kinds = {k: sum(k in o.errors for o in failed) for k in _ERROR_KINDS}
+            log.warning(
+                "judge %s: %d of %d requests failed after %d retries each (%s); last error: %s",
+                self.model,
+                len(failed),
+                len(outcomes),
+                self.retries,
+                ", ".join(f"{k} {v}" for k, v in kinds.items() if v),
+                failed[-1].last_error,
+            )
+
+    def _ask(self, prompt: str) -> _Outcome:
+        """One prompt with retries (runs on a worker thread; touches no shared state)."""
+        errors: list[str] = []
+        message = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                return _Outcome(self._post(prompt), tuple(errors))
+            except _AttemptError as err:
+                errors.append(err.kind)
+                message = str(err).replace(self.__key, "***") if self.__key else str(err)  # a body may echo it
+                log.debug("judge attempt %d failed: %s", attempt, message)
+        return _Outcome(None, tuple(errors), message)
+
+    def _post(self, prompt: str) -> str:
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+        headers = {"Content-Type": "application/json"}
+        if self.__key:
+            headers["Authorization"] = f"Bearer {self.__key}"
+        request = urllib.request.Request(self.url, data=json.dumps(body).encode("utf-8"), headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as err:  # before URLError: it is one
+            err.close()
+            raise _AttemptError("http_errors", f"HTTP {err.code} {err.reason}") from None
+        except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, resets are OSErrors
+            reason = err.reason if isinstance(err, urllib.error.URLError) else err
+            kind = "timeouts" if isinstance(reason, TimeoutError) else "connection_errors"
+            raise _AttemptError(kind, f"{type(reason).__name__}: {reason}") from None
+        return _reply_text(raw)
+
+
+_ERROR_KINDS = ("timeouts", "connection_errors", "http_errors", "bad_replies")
+
+
+def _reply_text(raw: bytes) -> str:
+    """choices[0].message.content of a chat-completions body, else a bad-reply attempt error."""
+    try:
+        content = json.loads(raw.decode("utf-8"))["choices"][0]["message"]["content"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError) as err:
+        raise _AttemptError("bad_replies", f"unreadable body ({type(err).__name__}): {raw[:80]!r}") from None
+    if not isinstance(content, str):
+        raise _AttemptError("bad_replies", f"choices[0].message.content is {type(content).__name__}, not text")
+    return content
+
+
+# ---- local checkpoint -----------------------------------------------------------------------
+class LocalJudge:
+    """Greedy replies from a local model through our Sampler, in fixed-size batches (the last
+    one padded with repeats, so one compiled shape serves every batch).
+
+    judge = LocalJudge(*load_model("smollm2_135m_instruct"), max_new_tokens=128)
+    replies = judge.complete(["Say hi"])
+
+    chat=True renders each prompt as one user turn with the tokenizer's chat template.
+    A reply cut off by `max_new_tokens` is returned as it stands (and likely fails to parse).
+    """
+
+    def __init__(
+        self,
+        model: Decoder,
+        tokenizer: Tokenizer,
+        *,
+        max_new_tokens: int = 256,
+        batch_size: int = 8,
+        chat: bool = True,
+        stats: JudgeStats | None = None,
+    ):
+        # Imported here: rewards sit below sampling in the import order; only this judge needs it.
+        from medr3_jax.sampling import Sampler  # noqa: PLC0415
+
+        if batch_size < 1:
+            raise ValueError(f"LocalJudge: batch_size must be >= 1, got {batch_size}")
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.chat = chat
+        self.stats = stats if stats is not None else JudgeStats()
+        self.sampler = Sampler(model, tokenizer, max_new_tokens=max_new_tokens)
+
+    def __repr__(self) -> str:
+        return f"LocalJudge(tokenizer={self.tokenizer.path!r}, batch_size={self.batch_size}, chat={self.chat})"
+
+    def _render(self, prompt: str) -> list[int]:
+        if self.chat:
+            prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
+        return self.tokenizer.encode(prompt)
+
+    def complete(self, prompts: Sequence[str]) -> list[str | None]:
+        from medr3_jax.sampling import GREEDY  # noqa: PLC0415
+
+        ids = [self._render(p) for p in prompts]
+        out: list[str | None] = []
+        for start in range(0, len(ids), self.batch_size):
+            chunk = ids[start : start + self.batch_size]
+            padded = chunk + [chunk[0]] * (self.batch_size - len(chunk))
+            _, decoded = self.sampler.decode(self.sampler.start(padded), GREEDY)
+            for b in range(len(chunk)):
+                row = decoded.row(b)
+                if row and row[-1] in self.tokenizer.stop_ids:  # end of turn, not reply text
+                    row = row[:-1]
+                out.append(self.tokenizer.decode(row, skip_special_tokens=True))
+        self.stats.requests += len(out)
+        self.stats.ok += len(out)
+        return out
+
+
+# ---- reply parsing --------------------------------------------------------------------------
+def first_json_object(text: str) -> dict[str, Any] | None:
+    """The first `{...}` in `text` that parses as a JSON object (prose and code fences around
+    it are ignored); None if there is none."""
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    while start != -1:
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, dict):
+            return value
+        start = text.find("{", start + 1)
+    return None
+
+
+# ---- answer grading -------------------------------------------------------------------------
+GRADE_PROMPT = """You are grading a medical exam answer.
+
+Question:
+{question}
+
+Correct answer: {gold}
+Wrong answer options: {wrong}
+
+Answer to grade:
+{answer}
+
+Grade the answer with this rubric:
+0 = correct: it states the correct answer (or an exact equivalent) and none of the wrong options.
+1 = partially correct: it hedges between the correct answer and a wrong option, or is incomplete.
+2 = wrong: it states a wrong option, something else, or no answer.
+
+Reply with only a JSON object: {{"grade": 0}}, {{"grade": 1}} or {{"grade": 2}}."""
+
+
+def grade_prompt(record: QARecord, answer: str) -> str:
+    """GRADE_PROMPT filled in for `record` (gold text, wrong option texts) and the answer text."""
+    gold = record.answer_text or record.options.get(record.answer, "")
+    wrong = "; ".join(record.wrong_options.values()) or "(none: open-ended question)"
+    return GRADE_PROMPT.format(question=record.question, gold=gold, wrong=wrong, answer=answer)
+
+
+def parse_grade(reply: str) -> int | None:
+    """The integer 0, 1 or 2 under "grade" in the reply's first JSON object; None otherwise."""
+    obj = first_json_object(reply)
+    grade = obj.get("grade") if obj is not None else None
+    if isinstance(grade, int) and not isinstance(grade, bool) and 0 <= grade <= 2:
+        return grade
+    return None
+
+
+def judge_grades(
+    judge: Judge, items: Sequence[tuple[QARecord, str]], stats: JudgeStats | None = None
+) -> list[int | None]:
+    """The judge's 0/1/2 grade (0 correct, 1 partial, 2 wrong) for each (record, answer text).
+
+    None means the request failed or the reply held no valid grade (counted in
+    `stats.bad_replies`): the caller falls back to the rule grade for that item. `stats`
+    defaults to the judge's own `stats` when it has one.
+    """
+    stats = _stats_of(judge, stats)
+    replies = judge.complete([grade_prompt(record, answer) for record, answer in items])
+    grades = []
+    for reply in replies:
+        grade = parse_grade(reply) if reply is not None else None
+        if reply is not None and grade is None:
+            stats.bad_replies += 1
+            log.debug("judge reply holds no grade 0..2: %r", reply[:200])
+        grades.append(grade)
+    return grades
+
+
+# ---- reasoning triples ----------------------------------------------------------------------
+TRIPLE_PROMPT = """Extract the medical knowledge graph that the following reasoning uses.
+
+Reasoning:
+{text}
+
+List each step of the reasoning as a (head entity, relation, tail entity) triple, for example
+["metformin", "decreases", "hepatic gluconeogenesis"]. Use short entity names, and chain the
+triples the way the reasoning chains its steps.
+
+Reply with only a JSON object: {{"triples": [["head", "relation", "tail"], ...]}}."""
+
+
+def parse_triples(reply: str) -> tuple[list[Triple], int] | None:
+    """(triples, number of malformed entries dropped) from the reply's first JSON object;
+    None when it has no list under "triples". An entry must be three non-empty strings."""
+    obj = first_json_object(reply)
+    entries = obj.get("triples") if obj is not None else None
+    if not isinstance(entries, list):
+        return None
+    triples: list[Triple] = []
+    for entry in entries:
+        if isinstance(entry, list) and len(entry) == 3 and all(isinstance(x, str) and x.strip() for x in entry):
+            triples.append((entry[0].strip(), entry[1].strip(), entry[2].strip()))
+    return triples, len(entries) - len(triples)
+
+
+def extract_triples(judge: Judge, texts: Sequence[str], stats: JudgeStats | None = None) -> list[list[Triple] | None]:
+    """The judge's (head, relation, tail) triples for each reasoning text; None for a failed
+    request or an unreadable reply (`stats.bad_replies`); malformed entries are dropped
+    (`stats.bad_triples`). `stats` defaults to the judge's own."""
+    stats = _stats_of(judge, stats)
+    replies = judge.complete([TRIPLE_PROMPT.format(text=text) for text in texts])
+    out: list[list[Triple] | None] = []
+    for reply in replies:
+        parsed = parse_triples(reply) if reply is not None else None
+        if reply is not None and parsed is None:
+            stats.bad_replies += 1
+            log.debug("judge reply holds no triples list: %r", reply[:200])
+        if parsed is not None:
+            stats.bad_triples += parsed[1]
+        out.append(parsed[0] if parsed is not None else None)
+    return out
+
+
+def _stats_of(judge: Judge, stats: JudgeStats | None) -> JudgeStats:
+    if stats is not None:
+        return stats
+    own = getattr(judge, "stats", None)
+    return own if isinstance(own, JudgeStats) else JudgeStats()
