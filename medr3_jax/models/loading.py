@@ -46,7 +46,35 @@ def open_checkpoint(name_or_path: str, **overrides: Any) -> tuple[ModelConfig, T
 def load_model(
     name_or_path: str, *, shardings: ShardingsFn | None = None, **overrides: Any
 ) -> tuple[Decoder, Tokenizer]:
-    """The Decoder (params streamed onto `shardings(config)`) and its tokenizer."""
+    """The Decoder (params streamed onto `shardings(config)`) and its tokenizer.
+
+    `random:<preset>` (e.g. `random:tiny`) builds the preset with random weights and the byte
+    tokenizer (vocabulary 256): for smoke runs and tests, never for real training.
+    """
+    if name_or_path.startswith("random:"):
+        return _random_model(name_or_path.removeprefix("random:"), shardings, **overrides)
     config, source, tokenizer_path = open_checkpoint(name_or_path, **overrides)
     model = load_decoder(source, config, shardings(config) if shardings else None)
     return model, load_tokenizer(tokenizer_path)
+
+
+def _random_model(preset_name: str, shardings: ShardingsFn | None, **overrides: Any) -> tuple[Decoder, Tokenizer]:
+    from flax import nnx  # noqa: PLC0415
+
+    from medr3_jax.models.tokenizers import byte_tokenizer  # noqa: PLC0415
+
+    if preset_name not in PRESETS:
+        raise FileNotFoundError(f"random:{preset_name}: no such preset ({sorted(PRESETS)})")
+    config = PRESETS[preset_name].replace(**overrides)
+    if config.vocab_size < 256:
+        raise ValueError(f"random:{preset_name}: vocab_size {config.vocab_size} < 256 cannot hold the byte tokenizer")
+    model = Decoder(config, rngs=nnx.Rngs(0))
+    if shardings is not None:
+        graphdef, state = nnx.split(model)
+        placed = shardings(config)
+        flat = {"/".join(str(k) for k in path): v for path, v in state.flat_state()}
+        for name, value in flat.items():
+            if name in placed:
+                value.value = jax.device_put(value.value, placed[name])
+        model = nnx.merge(graphdef, state)
+    return model, byte_tokenizer()

@@ -221,6 +221,13 @@ class Sampler:
         return state, out_tokens, out_logp, count
 
     # ---- host API -----------------------------------------------------------------------
+    def update_params(self, params: nnx.State) -> None:
+        """Samples from new weights (same structure and shardings: compiled code is reused);
+        the trainer calls this after each update."""
+        if jax.tree.structure(params) != jax.tree.structure(self._params):
+            raise ValueError("update_params: the new parameters do not have the sampler model's structure")
+        self._params = params
+
     def start(
         self,
         prompts: Sequence[Sequence[int]],

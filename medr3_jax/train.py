@@ -1,0 +1,109 @@
+"""Train a Med-R3 policy: `python -m medr3_jax.train --gin_file=gin/stage3.gin [--gin_file=...]
+[--gin_param="Experiment.num_steps=100"] [--workdir=runs/medr3]`.
+
+Gin files pick the stage(s), model, data, mesh and knobs (docs/CONFIG.md lists every one); with
+no model or data bindings it trains the bundled SmolLM2-135M-Instruct on the bundled sample
+questions and corpus on CPU for a few steps. Checkpoints, TensorBoard logs, rollout dumps and
+the gin config go under `--workdir/<stage>/`; a rerun resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+import gin
+from medr3_jax.data.prompts import PromptStyle
+from medr3_jax.rewards import HTTPJudge, LocalJudge, RewardWeights
+from medr3_jax.rl import PolicyLossConfig
+from medr3_jax.rollout import RolloutConfig
+from medr3_jax.sampling import SamplingParams
+from medr3_jax.sharding import initialize
+from medr3_jax.trainer.checkpoints import CheckpointConfig
+from medr3_jax.trainer.loop import Experiment, run_stage
+from medr3_jax.trainer.step import OptimizerConfig, UpdateConfig
+
+log = logging.getLogger("medr3_jax.train")
+
+DEFAULT_WORKDIR = os.path.join("runs", "medr3")
+STAGES = ("stage1", "stage2", "stage3")
+
+# The configurable surface: frozen config dataclasses and the entry point, nothing deeper.
+# external_configurable returns the gin-aware class; the stage is built through it.
+_CONFIGURABLE = {
+    cls.__name__: gin.external_configurable(cls, module="medr3")
+    for cls in (Experiment, SamplingParams, PromptStyle, RolloutConfig, RewardWeights, OptimizerConfig,
+                UpdateConfig, PolicyLossConfig, CheckpointConfig, HTTPJudge)
+}  # fmt: skip
+
+
+@gin.configurable(module="medr3")
+def local_judge(model: str = gin.REQUIRED, max_new_tokens: int = 256, batch_size: int = 8) -> LocalJudge:
+    """A local JAX judge from any checkpoint our models load (preset, HF dir, .gguf)."""
+    from medr3_jax.models.loading import load_model  # noqa: PLC0415
+
+    judge_model, tokenizer = load_model(model)
+    return LocalJudge(judge_model, tokenizer, max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
+@gin.configurable(module="medr3")
+def run(stages: Sequence[str] = ("stage3",), workdir: str = DEFAULT_WORKDIR) -> list[str]:
+    """Runs the stages in order, each inside its gin scope (`stage2/RolloutConfig.top_k = 3`
+    binds for stage 2 only); a stage starts from the previous one's final checkpoint."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"run.stages: unknown stage(s) {unknown}; expected some of {STAGES}")
+    done = []
+    for stage in stages:
+        with gin.config_scope(stage):
+            exp = _CONFIGURABLE["Experiment"](stage=stage)
+        stage_dir = os.path.join(workdir, stage)
+        os.makedirs(stage_dir, exist_ok=True)
+        operative = gin.operative_config_str()
+        with open(os.path.join(stage_dir, "operative_config.gin"), "w", encoding="utf-8") as fh:
+            fh.write(operative)
+        done.append(run_stage(exp, workdir, operative_config=operative))
+    return done
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m medr3_jax.train", description=__doc__.split("\n")[0])
+    p.add_argument("--gin_file", action="append", default=[], help="repeatable; later files override earlier ones")
+    p.add_argument("--gin_param", action="append", default=[], help='repeatable, e.g. "Experiment.num_steps = 100"')
+    p.add_argument("--workdir", default=None, help=f"checkpoints, logs, rollouts (default: {DEFAULT_WORKDIR})")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
+    for noisy in ("jax", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # gin probes `include`d names as package resources before its search path and logs each
+    # miss as an error although the file is then found; keep that probe out of the log.
+    logging.getLogger().addFilter(lambda record: not record.pathname.endswith("gin/resource_reader.py"))
+    args = _parse(argv)
+    for path in args.gin_file:
+        if not os.path.isfile(path):
+            print(f"error: --gin_file {path}: no such file", file=sys.stderr)
+            return 2
+        gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
+    try:
+        gin.parse_config_files_and_bindings(args.gin_file, args.gin_param)
+    except Exception as err:  # noqa: BLE001 -- gin reports unknown names/bad syntax with several types
+        print(f"error: gin configuration: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+    initialize()
+    workdir = args.workdir or DEFAULT_WORKDIR
+    log.info("workdir: %s", os.path.abspath(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.gin"), "w", encoding="utf-8") as fh:
+        fh.write(gin.config_str())
+    run(workdir=workdir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""One training stage: questions -> rollouts -> rewards -> advantages -> updates -> metrics,
+checkpoints and audit dumps, resumable from its last checkpoint.
+
+    final_checkpoint_dir = run_stage(Experiment(stage="stage3"), workdir="runs/demo")
+
+Resume order: this stage's own latest checkpoint (exact resume: parameters, optimizer, step,
+data position) -> the previous stage's final checkpoint (`init_from="auto"`) or a bound path
+-> the base model's weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import sys
+import time
+from typing import Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+
+from medr3_jax import assets
+from medr3_jax.data.pipeline import QuestionStream
+from medr3_jax.data.prompts import PromptStyle
+from medr3_jax.data.records import QARecord
+from medr3_jax.models.loading import load_model
+from medr3_jax.models.tokenizers import STOP_STRINGS, THINK_OPEN, Tokenizer
+from medr3_jax.rewards import GraphReward, Judge, Outcome, RewardWeights, score
+from medr3_jax.rl import group_advantages
+from medr3_jax.rollout import Rollout, RolloutConfig, RolloutEngine
+from medr3_jax.rollout import protocol as P
+from medr3_jax.rollout.audit import write_audit
+from medr3_jax.sampling import Sampler, SamplingParams
+from medr3_jax.sharding import make_mesh, param_shardings
+from medr3_jax.trainer.checkpoints import CheckpointConfig, Checkpointer, final_checkpoint, load_params_from_checkpoint
+from medr3_jax.trainer.metrics import MetricWriter
+from medr3_jax.trainer.step import OptimizerConfig, PolicyTrainer, TrainBatch, UpdateConfig
+
+log = logging.getLogger("medr3_jax.train")
+
+PREVIOUS_STAGE = {"stage2": "stage1", "stage3": "stage2"}
+CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "medr3_jax")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Experiment:
+    """Everything one stage needs. Defaults: the bundled demo (SmolLM2-135M-Instruct, the
+    sample questions and corpus, MiniLM exact retrieval, a few small steps on CPU)."""
+
+    stage: str = "stage3"
+    model: str = "smollm2_135m_instruct"  # preset with bundled weights, HF dir or .gguf
+    init_from: str = "auto"  # "auto" (previous stage under the workdir), "base", or a checkpoint dir
+    train_data: tuple[str, ...] = ("medqa:train", "medmcqa:train", "pubmedqa:train")  # "name[/config]:split"
+    data_dir: str | None = None  # prepared TFDS data; None = the bundled sample set
+    index_dir: str | None = None  # retrieval index (retrieval.embed); None = the bundled sample corpus
+    retrieval_backend: str = "exact"
+    num_steps: int = 4
+    prompts_per_step: int = 2  # questions per step; rows = prompts_per_step x rollout.group_size
+    prompt_buckets: tuple[int, ...] = (256, 512, 1024, 2048)
+    seed: int = 0
+    mesh: str = "data=1,fsdp=-1,tensor=1"
+    param_dtype: str | None = None  # default: float32 on CPU, bfloat16 on accelerators
+    sampling: SamplingParams = SamplingParams(temperature=1.0)
+    prompt: PromptStyle = PromptStyle(mode="search")
+    rollout: RolloutConfig = RolloutConfig(group_size=4, max_response_tokens=256, decode_segment=64)
+    rewards: RewardWeights = RewardWeights()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    update: UpdateConfig = UpdateConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig(every_steps=2, keep=2)
+    judge: Judge | None = None
+    audit_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rollout.retrieval != (self.prompt.mode == "search"):
+            raise ValueError(
+                f"{self.stage}: RolloutConfig.retrieval={self.rollout.retrieval} but PromptStyle.mode={self.prompt.mode!r}; "
+                "retrieval goes with the 'search' prompt, no retrieval with 'reason'"
+            )
+        if self.num_steps < 1 or self.prompts_per_step < 1:
+            raise ValueError(f"{self.stage}: num_steps and prompts_per_step must be >= 1")
+
+
+def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> str:
+    """Runs (or resumes) one stage under `workdir/<stage>`; returns its checkpoint dir."""
+    stage_dir = os.path.join(workdir, exp.stage)
+    log.info("[%s] workdir %s", exp.stage, os.path.abspath(stage_dir))
+    mesh = make_mesh(exp.mesh)
+    dtype = exp.param_dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
+    shardings = lambda cfg: param_shardings(cfg, mesh)  # noqa: E731
+    model, tokenizer = load_model(exp.model, param_dtype=dtype, compute_dtype=dtype, shardings=shardings)
+    checkpointer = Checkpointer(os.path.join(stage_dir, "checkpoints"), exp.checkpoint)
+    policy = PolicyTrainer(model, exp.optimizer, exp.update, mesh)
+    start, position = _initialise(exp, workdir, checkpointer, policy, shardings)
+
+    records = _train_records(exp)
+    stream = QuestionStream(records, tokenizer=tokenizer, style=exp.prompt, batch_size=exp.prompts_per_step,
+                            seed=exp.seed, buckets=exp.prompt_buckets)  # fmt: skip
+    stream.seek(position)
+    retriever = _retriever(exp, tokenizer) if exp.rollout.retrieval else None
+    sampler = Sampler(nnx.merge(policy.graphdef, policy.params), tokenizer, stop_strings=STOP_STRINGS,
+                      max_new_tokens=exp.rollout.max_response_tokens, mesh=mesh)  # fmt: skip
+    engine = RolloutEngine(sampler, retriever, exp.rollout)
+    graph = GraphReward(exp.judge, retriever.encode_queries if retriever else _no_embed) if exp.rewards.graph else None
+    writer = MetricWriter(os.path.join(stage_dir, "tb"))
+    if operative_config:
+        writer.text(start, "config/operative", operative_config)
+    log.info("[%s] training steps %d..%d on %d questions, %d rows per step", exp.stage, start, exp.num_steps - 1,
+             len(records), exp.prompts_per_step * exp.rollout.group_size)  # fmt: skip
+    for step in range(start, exp.num_steps):
+        t0 = time.perf_counter()
+        batch = stream.next()
+        rollout = engine.run(batch.prompts, params=exp.sampling, seed=exp.seed * 100_003 + step)
+        rows = [r for r in batch.records for _ in range(exp.rollout.group_size)]
+        scored = score(_outcomes(rollout, batch.prompts, tokenizer, exp.rollout.group_size), rows, exp.rewards,
+                       retrieval=exp.rollout.retrieval, judge=exp.judge, graph=graph)  # fmt: skip
+        advantages = group_advantages(scored.totals, rollout.group_ids, len(batch.records))
+        train = policy.update(_train_batch(rollout, np.asarray(advantages)), seed=step)
+        sampler.update_params(policy.params)
+        metrics = scored.metrics | train | _rollout_metrics(rollout) | {"perf/step_seconds": time.perf_counter() - t0}
+        writer.scalars(step, metrics)
+        if exp.audit_every and step % exp.audit_every == 0:
+            write_audit(os.path.join(stage_dir, "rollouts", f"step_{step:06d}.jsonl"), step, rollout, rows,
+                        scored.totals, scored.components,
+                        passage_title=(lambda pid: retriever.passage(pid).title) if retriever else None)  # fmt: skip
+        log.info("[%s] step %d: reward %.3f, answer %.3f, searches/row %.2f, loss %.4f, %.1fs", exp.stage, step,
+                 metrics["reward/total"], metrics.get("reward/answer", float("nan")),
+                 metrics["rollout/searches_per_row"], metrics["loss/total"], metrics["perf/step_seconds"])  # fmt: skip
+        checkpointer.save(step + 1, _state(policy, step), _meta(exp, step + 1, stream.position, model, tokenizer,
+                          operative_config), force=step + 1 == exp.num_steps)  # fmt: skip
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
+    log.info("[%s] done: checkpoints in %s", exp.stage, checkpointer.directory)
+    return checkpointer.directory
+
+
+# ---- start-up ---------------------------------------------------------------------------
+def _initialise(exp, workdir, checkpointer, policy, shardings) -> tuple[int, int]:
+    """(first step, data position): resume this stage, else start from init_from or the base."""
+    latest = checkpointer.latest_step()
+    if latest is not None:
+        state, meta = checkpointer.restore(latest, abstract_state=_abstract(_state(policy, 0)))
+        _load_state(policy, state)
+        log.info("[%s] resuming from its checkpoint at step %d (data position %d)", exp.stage, latest,
+                 meta["data_position"])  # fmt: skip
+        return int(meta["step"]), int(meta["data_position"])
+    source = _init_source(exp, workdir)
+    if source is not None:
+        model, meta = load_params_from_checkpoint(source, shardings_fn=shardings)
+        _, params = nnx.split(model)
+        policy.params = jax.tree.map(lambda new, old: new.astype(old.dtype), params, policy.params)
+        policy.opt_state = policy.init_opt_state(policy.params)
+        log.info("[%s] starting from %s (stage %s, step %s)", exp.stage, source, meta.get("stage"), meta.get("step"))
+    return 0, 0
+
+
+def _init_source(exp: Experiment, workdir: str) -> str | None:
+    if exp.init_from == "base":
+        log.info("[%s] starting from the base model %s (init_from='base')", exp.stage, exp.model)
+        return None
+    if exp.init_from != "auto":
+        if not os.path.isdir(exp.init_from):
+            raise FileNotFoundError(f"Experiment.init_from={exp.init_from!r}: no such checkpoint directory")
+        return exp.init_from
+    previous = PREVIOUS_STAGE.get(exp.stage)
+    if previous is None:
+        log.info("[%s] starting from the base model %s", exp.stage, exp.model)
+        return None
+    found = final_checkpoint(os.path.join(workdir, previous, "checkpoints"))
+    if found is None:
+        log.info("[%s] no %s checkpoint under %s: starting from the base model %s instead", exp.stage, previous,
+                 workdir, exp.model)  # fmt: skip
+        return None
+    return found
+
+
+def _train_records(exp: Experiment) -> list[QARecord]:
+    from medr3_jax.data.datasets import load_records, prepare_dataset  # noqa: PLC0415 (imports TFDS)
+
+    data_dir = exp.data_dir
+    records: list[QARecord] = []
+    for spec in exp.train_data:
+        name, _, split = spec.rpartition(":")
+        if not name:
+            raise ValueError(f"Experiment.train_data entry {spec!r}: expected 'name[/config]:split'")
+        if exp.data_dir is None:
+            data_dir = os.path.join(CACHE_DIR, "sample_tfds")
+            with contextlib.redirect_stdout(sys.stderr):
+                prepare_dataset(name, assets.sample_dataset_dir(name), data_dir)
+        records += load_records(name, split, data_dir)
+    return records
+
+
+def _retriever(exp: Experiment, tokenizer: Tokenizer):
+    from medr3_jax.retrieval.retriever import Retriever  # noqa: PLC0415
+
+    index_dir = exp.index_dir or sample_index(tokenizer)
+    return Retriever(index_dir, backend=exp.retrieval_backend)
+
+
+def sample_index(tokenizer: Tokenizer) -> str:
+    """The bundled sample corpus embedded with MiniLM (passage store in this policy's tokens),
+    built once into the cache (about a minute on 2 CPU cores)."""
+    from medr3_jax.retrieval.embed import EmbedSettings, embed_corpus  # noqa: PLC0415
+
+    key = hashlib.sha1(f"{tokenizer.path}|{tokenizer.vocab_size}".encode()).hexdigest()[:12]
+    out = os.path.join(CACHE_DIR, "sample_index", key)
+    if not os.path.exists(os.path.join(out, "manifest.json")) or not _complete(out):
+        log.info("building the sample retrieval index into %s (once)", out)
+        settings = EmbedSettings(batch_size=64, max_len=256, passage_tokens=256)
+        embed_corpus(
+            [assets.sample_corpus_dir()], assets.minilm_dir(), out, settings=settings, policy_tokenizer=tokenizer
+        )
+    return out
+
+
+def _complete(index_dir: str) -> bool:
+    import json  # noqa: PLC0415
+
+    with open(os.path.join(index_dir, "manifest.json"), encoding="utf-8") as fh:
+        return bool(json.load(fh).get("complete"))
+
+
+def _no_embed(texts: Sequence[str]) -> np.ndarray:
+    raise RuntimeError("the reasoning-graph reward needs the retriever's encoder (retrieval is off)")
+
+
+# ---- per step ---------------------------------------------------------------------------
+def _outcomes(rollout: Rollout, prompts, tokenizer: Tokenizer, group_size: int) -> list[Outcome]:
+    """The rewards' view of each row; the prompt's trailing `<think>` opens the assistant text."""
+    opens = [THINK_OPEN if tokenizer.decode(list(p[-8:])).rstrip().endswith(THINK_OPEN) else "" for p in prompts]
+    bad = {P.FLAG_BAD_SEARCH, P.FLAG_WROTE_DOCUMENT}
+    return [
+        Outcome(
+            opens[i // group_size] + rollout.texts[i],
+            int(rollout.response_lengths[i]),
+            bool(rollout.flags[i] & bad),
+            tuple(rollout.retrieved_ids[i]),
+        )  # fmt: skip
+        for i in range(rollout.num_rows)
+    ]
+
+
+def _train_batch(rollout: Rollout, advantages: np.ndarray) -> TrainBatch:
+    return TrainBatch(tokens=rollout.tokens, positions=rollout.positions, mask=rollout.mask,
+                      loss_mask=rollout.loss_mask, old_logprobs=rollout.logprobs,
+                      advantages=advantages.astype(np.float32))  # fmt: skip
+
+
+def _rollout_metrics(rollout: Rollout) -> dict[str, float]:
+    out = {f"rollout/{k}": float(v) for k, v in rollout.stats.items() if not k.startswith("retrieval")}
+    out |= {
+        f"retrieval/{k.removeprefix('retrieval_')}": float(v)
+        for k, v in rollout.stats.items()
+        if k.startswith("retrieval")
+    }
+    out["rollout/response_tokens"] = float(rollout.response_lengths.mean())
+    for flag in (P.FLAG_BAD_SEARCH, P.FLAG_WROTE_DOCUMENT, P.FLAG_SEARCH_CAP, P.FLAG_RESPONSE_CAP, P.FLAG_LENGTH):
+        out[f"rollout/{flag}"] = float(np.mean([flag in f for f in rollout.flags]))
+    return out
+
+
+def _state(policy: PolicyTrainer, step: int) -> dict:
+    return {"params": policy.params.to_pure_dict(), "opt_state": policy.opt_state,
+            "rng": jax.random.key_data(jax.random.key(step))}  # fmt: skip
+
+
+def _load_state(policy: PolicyTrainer, state: dict) -> None:
+    params = policy.params
+    nnx.replace_by_pure_dict(params, state["params"])
+    policy.params, policy.opt_state = params, state["opt_state"]
+
+
+def _abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
+
+
+def _meta(exp: Experiment, step: int, position: int, model, tokenizer: Tokenizer, operative_config: str) -> dict:
+    from medr3_jax.trainer.checkpoints import config_to_dict  # noqa: PLC0415
+
+    return {"step": step, "stage": exp.stage, "data_position": position, "model_config": config_to_dict(model.config),
+            "tokenizer": tokenizer.path, "operative_config": operative_config}  # fmt: skip

@@ -1,0 +1,140 @@
+"""The whole train loop on the tiny random model with retrieval on: checkpoints, exact resume
+(an interrupted run continues to the same parameters as an uninterrupted one), stage chaining,
+metrics and audit files; and every shipped gin file parses and builds its Experiment."""
+
+import glob
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import gin
+from medr3_jax import assets
+from medr3_jax.data.prompts import PromptStyle
+from medr3_jax.models.tokenizers import byte_tokenizer
+from medr3_jax.retrieval.corpus import read_chunks, write_chunks
+from medr3_jax.retrieval.embed import EmbedSettings, embed_corpus
+from medr3_jax.rewards import RewardWeights
+from medr3_jax.rollout import RolloutConfig
+from medr3_jax.trainer import Checkpointer, load_params_from_checkpoint, read_scalars
+from medr3_jax.trainer.checkpoints import CheckpointConfig
+from medr3_jax.trainer.loop import Experiment, run_stage
+from medr3_jax.trainer.step import OptimizerConfig, UpdateConfig
+
+GIN_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "gin")
+
+
+@pytest.fixture(scope="module")
+def byte_index(tmp_path_factory):
+    """40 sample passages embedded with MiniLM, passage store in byte tokens (the tiny policy)."""
+    root = tmp_path_factory.mktemp("byte_index")
+    passages = list(read_chunks([assets.sample_corpus_dir()]))[:40]
+    write_chunks(passages, str(root / "corpus.jsonl"))
+    settings = EmbedSettings(batch_size=16, max_len=128, passage_tokens=96)
+    embed_corpus([str(root / "corpus.jsonl")], assets.minilm_dir(), str(root / "index"), settings=settings,
+                 policy_tokenizer=byte_tokenizer())  # fmt: skip
+    return str(root / "index")
+
+
+def _experiment(sample_data_dir, byte_index, **kw):
+    args = dict(
+        stage="stage3", model="random:tiny", data_dir=sample_data_dir, index_dir=byte_index,
+        train_data=("medqa:train", "pubmedqa:train"), num_steps=3, prompts_per_step=2, prompt_buckets=(2048, 4096),
+        prompt=PromptStyle(mode="search", chat=False), rewards=RewardWeights.stage2(),
+        rollout=RolloutConfig(group_size=2, top_k=2, max_response_tokens=48, decode_segment=16, sequence_bucket=128),
+        update=UpdateConfig(micro_batch=2), checkpoint=CheckpointConfig(every_steps=1, keep=5, async_save=False),
+        optimizer=OptimizerConfig(learning_rate=1e-2),  # large: weight decay alone visibly moves the weights
+    )  # fmt: skip
+    return Experiment(**(args | kw))
+
+
+def _final_params(stage_dir):
+    model, meta = load_params_from_checkpoint(os.path.join(stage_dir, "checkpoints"))
+    return jax.tree.map(np.asarray, model.layers.q_proj[...]), model, meta
+
+
+def test_interrupted_run_resumes_to_the_same_parameters(tmp_path, sample_data_dir, byte_index):
+    straight = tmp_path / "straight"
+    run_stage(_experiment(sample_data_dir, byte_index), str(straight))
+    interrupted = tmp_path / "interrupted"
+    run_stage(_experiment(sample_data_dir, byte_index, num_steps=2), str(interrupted))  # "killed" after step 2
+    run_stage(_experiment(sample_data_dir, byte_index), str(interrupted))  # resumes at step 2
+    a, model_a, meta_a = _final_params(straight / "stage3")
+    b, model_b, meta_b = _final_params(interrupted / "stage3")
+    assert meta_a["step"] == meta_b["step"] == 3 and meta_a["data_position"] == meta_b["data_position"] == 3
+    for x, y in zip(jax.tree.leaves(model_a), jax.tree.leaves(model_b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert not np.array_equal(a, np.asarray(_initial_q_proj()))  # training changed the weights
+
+    scalars = read_scalars(str(straight / "stage3" / "tb"))
+    assert [s for s, _ in scalars["reward/total"]] == [0, 1, 2]
+    assert {"loss/total", "rollout/idle_share", "train/grad_norm", "reward/search_format"} <= set(scalars)
+    audit = sorted(glob.glob(str(straight / "stage3" / "rollouts" / "*.jsonl")))
+    assert len(audit) == 3
+    rows = [json.loads(line) for line in open(audit[0], encoding="utf-8")]
+    assert len(rows) == 4 and {"text", "components", "tokens", "retrieved"} <= set(rows[0])
+
+
+def _initial_q_proj():
+    from medr3_jax.models.loading import load_model  # noqa: PLC0415
+
+    return load_model("random:tiny")[0].layers.q_proj[...]
+
+
+def test_stage_chaining_starts_from_the_previous_stage(tmp_path, sample_data_dir, byte_index, caplog):
+    stage1 = _experiment(sample_data_dir, byte_index, stage="stage1", num_steps=1, prompt=PromptStyle(mode="reason", chat=False),
+                         rollout=RolloutConfig(group_size=2, retrieval=False, max_response_tokens=32, decode_segment=16),
+                         rewards=RewardWeights.stage1())  # fmt: skip
+    run_stage(stage1, str(tmp_path))
+    with caplog.at_level("INFO", logger="medr3_jax.train"):
+        run_stage(_experiment(sample_data_dir, byte_index, stage="stage2", num_steps=1, rewards=RewardWeights.stage2()),
+                  str(tmp_path))  # fmt: skip
+    assert "starting from " + str(tmp_path / "stage1" / "checkpoints" / "1") in caplog.text
+    stage1_params, _, _ = _final_params(tmp_path / "stage1")
+    # stage 2 started from stage 1's weights: its first rollout was sampled from them
+    ckpt = Checkpointer(str(tmp_path / "stage2" / "checkpoints"))
+    assert ckpt.latest_step() == 1 and ckpt.restore_meta()["stage"] == "stage2"
+    ckpt.close()
+
+
+def test_mismatched_prompt_and_retrieval_are_refused():
+    with pytest.raises(ValueError, match="retrieval goes with the 'search' prompt"):
+        Experiment(prompt=PromptStyle(mode="reason"), rollout=RolloutConfig(retrieval=True))
+
+
+@pytest.mark.parametrize("stage_file", ["stage1.gin", "stage2.gin", "stage3.gin", "progressive.gin"])
+@pytest.mark.parametrize(
+    "model_file", [None, "models/smollm2_135m.gin", "models/qwen2_5_7b.gin", "models/llama3_1_8b_instruct.gin"]
+)
+def test_every_gin_file_builds_its_experiment(stage_file, model_file):
+    from medr3_jax import train  # noqa: PLC0415 (registers the configurables)
+
+    gin.clear_config()
+    gin.add_config_file_search_path(GIN_DIR)
+    files = [os.path.join(GIN_DIR, stage_file)] + ([os.path.join(GIN_DIR, model_file)] if model_file else [])
+    gin.parse_config_files_and_bindings(
+        files + [os.path.join(GIN_DIR, "tiny.gin"), os.path.join(GIN_DIR, "scale/paper.gin")], []
+    )
+    stages = gin.query_parameter("medr3.run.stages")
+    for stage in stages:
+        with gin.config_scope(stage):
+            exp = train._CONFIGURABLE["Experiment"](stage=stage)
+        assert exp.rollout.retrieval == (stage != "stage1") and exp.rollout.group_size == 16
+        assert exp.rewards == {"stage1": RewardWeights.stage1(), "stage2": RewardWeights.stage2(),
+                               "stage3": RewardWeights.stage3()}[stage]  # fmt: skip
+    gin.clear_config()
+
+
+def test_train_cli_rejects_unknown_bindings_and_missing_files(capsys):
+    from medr3_jax import train  # noqa: PLC0415
+
+    gin.clear_config()
+    assert (
+        train.main(["--gin_file", os.path.join(GIN_DIR, "stage3.gin"), "--gin_param", "Experiment.num_stepz = 3"]) == 2
+    )
+    assert "num_stepz" in capsys.readouterr().err
+    gin.clear_config()
+    assert train.main(["--gin_file", "gin/nope.gin"]) == 2
+    assert "gin/nope.gin: no such file" in capsys.readouterr().err
