@@ -1,13 +1,14 @@
 """Evaluate a policy on a medical QA benchmark: greedy answers, extracted and scored.
 
-    python -m medr3_jax.evaluate --model smollm2_135m_instruct --dataset mirage --split medqa --sample
+    python -m medr3_jax.evaluate --model smollm2_135m_instruct --dataset mirage --split all --sample
     python -m medr3_jax.evaluate --model /ckpt/hf --dataset medqa --split test --data_dir ~/tensorflow_datasets \
-        --mode reason --out preds.jsonl
+        --mode reason --out_dir results/
 
 Modes: `mc_eval` (MIRAGE's JSON answer format and MIRAGE's letter extraction, comparable with
 MIRAGE's numbers) and `reason` (the Med-R3 prompt without retrieval; the `<answer>` block is
-matched to an option). Prints one JSON summary: accuracy, MIRAGE's std sqrt(acc(1-acc)/n), and
-how many outputs held no readable answer. Retrieval-augmented evaluation runs the rollout engine.
+matched to an option). Prints one JSON line per split: accuracy, MIRAGE's std
+sqrt(acc(1-acc)/n), and how many outputs held no readable answer; `--out_dir` also writes every
+prediction (`predictions_<split>.jsonl`) and the table (`results.md`, `results.json`).
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m medr3_jax.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="smollm2_135m_instruct", help="preset with bundled weights, HF dir or .gguf")
     p.add_argument("--dataset", default="mirage", help="a prepared dataset (see `python -m medr3_jax.data.prepare`)")
-    p.add_argument("--split", default="medqa")
+    p.add_argument("--split", action="append", default=None, help="repeatable; 'all' = every split (default: medqa)")
     p.add_argument("--data_dir", default=None, help="TFDS data dir the dataset was prepared into")
     p.add_argument("--sample", action="store_true", help="use the bundled sample set (built on first use)")
     p.add_argument("--mode", default="mc_eval", choices=["mc_eval", "reason"])
@@ -120,7 +121,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--max_new_tokens", type=int, default=512)
     p.add_argument("--param_dtype", default=None, help="float32 or bfloat16 (default: f32 on CPU, bf16 elsewhere)")
-    p.add_argument("--out", default=None, help="write every prediction as one JSON line here")
+    p.add_argument("--out_dir", default=None, help="write predictions per split and the results table here")
     return p.parse_args(argv)
 
 
@@ -137,25 +138,54 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_dir = data_dir or SAMPLE_DATA_DIR
             with contextlib.redirect_stdout(sys.stderr):
                 prepare_dataset(args.dataset, assets.sample_dataset_dir(args.dataset), data_dir)
-        records = load_records(args.dataset, args.split, data_dir)[: args.limit]
+        splits = args.split or ["medqa"]
+        if splits == ["all"]:
+            splits = dataset_splits(args.dataset, data_dir)
+        records = {split: load_records(args.dataset, split, data_dir)[: args.limit] for split in splits}
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     dtype = args.param_dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
     model, tokenizer = load_model(args.model, param_dtype=dtype, compute_dtype=dtype)
     style = PromptStyle(mode=args.mode, chat=args.chat, show_context=args.show_context)
-    start = time.perf_counter()
-    predictions = predict(
-        model, tokenizer, records, style, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens
-    )
-    summary = {"model": args.model, "dataset": args.dataset, "split": args.split, "mode": args.mode}
-    summary |= summarize(predictions) | {"seconds": round(time.perf_counter() - start, 1)}
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            for p in predictions:
-                fh.write(json.dumps(dataclasses.asdict(p), ensure_ascii=False) + "\n")
-    print(json.dumps(summary))
+    rows = []
+    for split, split_records in records.items():
+        start = time.perf_counter()
+        predictions = predict(
+            model, tokenizer, split_records, style, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens
+        )
+        row = {"model": args.model, "dataset": args.dataset, "split": split, "mode": args.mode}
+        row |= summarize(predictions) | {"seconds": round(time.perf_counter() - start, 1)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.out_dir:
+            os.makedirs(args.out_dir, exist_ok=True)
+            with open(os.path.join(args.out_dir, f"predictions_{split}.jsonl"), "w", encoding="utf-8") as fh:
+                for p in predictions:
+                    fh.write(json.dumps(dataclasses.asdict(p), ensure_ascii=False) + "\n")
+    if args.out_dir:
+        with open(os.path.join(args.out_dir, "results.json"), "w", encoding="utf-8") as fh:
+            json.dump(rows, fh, indent=1)
+        with open(os.path.join(args.out_dir, "results.md"), "w", encoding="utf-8") as fh:
+            fh.write(results_table(rows))
     return 0
+
+
+def dataset_splits(dataset: str, data_dir: str | None) -> list[str]:
+    """Every split of a prepared dataset, in the builder's order."""
+    from medr3_jax.data.datasets import builder_splits  # noqa: PLC0415
+
+    return builder_splits(dataset, data_dir)
+
+
+def results_table(rows: Sequence[dict]) -> str:
+    """A markdown table: split, n, accuracy ± MIRAGE std, unreadable outputs."""
+    lines = ["| dataset | split | n | accuracy | unreadable |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['dataset']} | {r['split']} | {r['n']} | {100 * r['accuracy']:.1f} ± {100 * r['std']:.1f} | {r['unreadable']} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

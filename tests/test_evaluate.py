@@ -1,6 +1,7 @@
 """evaluate: grading of outputs by hand-worked cases, MIRAGE's std, and the batched predict loop
 with a scripted policy (one compiled shape, the last batch padded)."""
 
+import json
 import math
 
 import numpy as np
@@ -62,3 +63,20 @@ def test_predict_with_a_scripted_policy():
     preds = predict(ScriptedLM(script), tok, records, style, batch_size=4, max_new_tokens=32)
     assert [p.output for p in preds] == replies
     assert [(p.answer, p.correct) for p in preds] == [("B", True), ("B", False), (None, False)]
+
+
+@pytest.mark.slow
+def test_evaluate_cli_on_the_bundled_set_writes_the_table(tmp_path, sample_data_dir, capsys):
+    from medr3_jax import evaluate  # noqa: PLC0415
+
+    out = tmp_path / "results"
+    argv = ["--dataset", "mirage", "--split", "medqa", "--split", "pubmedqa", "--data_dir", sample_data_dir,
+            "--limit", "2", "--batch_size", "2", "--max_new_tokens", "24", "--out_dir", str(out)]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().split("\n")]
+    assert [(r["split"], r["n"]) for r in rows] == [("medqa", 2), ("pubmedqa", 2)]
+    table = (out / "results.md").read_text()
+    assert table.startswith("| dataset | split | n | accuracy | unreadable |")
+    assert "| mirage | pubmedqa | 2 |" in table
+    preds = [json.loads(line) for line in (out / "predictions_medqa.jsonl").read_text().splitlines()]
+    assert len(preds) == 2 and all(p["gold"] in "ABCD" for p in preds)

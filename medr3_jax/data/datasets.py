@@ -61,3 +61,11 @@ def load_records(dataset: str, split: str, data_dir: str | None = None) -> list[
     source = builder.as_data_source(split=split)
     records = [QARecord.from_example(source[i]) for i in range(len(source))]
     return sorted(records, key=lambda r: r.id)
+
+
+def builder_splits(dataset: str, data_dir: str | None = None) -> list[str]:
+    """The splits of a built dataset, in the order the builder declares them."""
+    builder = _builder(dataset, data_dir)
+    if not builder.is_prepared():
+        raise DataError(f"dataset {dataset!r} is not built under {builder.data_dir}")
+    return list(builder.info.splits)

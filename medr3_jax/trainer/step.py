@@ -44,8 +44,8 @@ class OptimizerConfig:
     decay_steps: int = 1000  # cosine: updates from peak to 0.1 x peak
 
     def __post_init__(self) -> None:
-        if self.learning_rate <= 0 or self.grad_clip <= 0:
-            raise ValueError("OptimizerConfig.learning_rate and grad_clip must be > 0")
+        if self.learning_rate < 0 or self.grad_clip <= 0:
+            raise ValueError("OptimizerConfig.learning_rate must be >= 0 (0 freezes the policy) and grad_clip > 0")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"OptimizerConfig.schedule={self.schedule!r}: expected 'constant' or 'cosine'")
 

@@ -138,3 +138,43 @@ def test_train_cli_rejects_unknown_bindings_and_missing_files(capsys):
     gin.clear_config()
     assert train.main(["--gin_file", "gin/nope.gin"]) == 2
     assert "gin/nope.gin: no such file" in capsys.readouterr().err
+
+
+def _train_cli(workdir, sample_data_dir, byte_index, steps):
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    params = [f"Experiment.num_steps = {steps}", f"Experiment.data_dir = '{sample_data_dir}'",
+              f"Experiment.index_dir = '{byte_index}'", "Experiment.train_data = ('medqa:train', 'pubmedqa:train')",
+              "CheckpointConfig.every_steps = 1", "CheckpointConfig.keep = 10", "CheckpointConfig.async_save = False",
+              "OptimizerConfig.learning_rate = 1e-2", "RolloutConfig.max_response_tokens = 32"]  # fmt: skip
+    cmd = [sys.executable, "-m", "medr3_jax.train", "--gin_file", os.path.join(GIN_DIR, "stage3.gin"),
+           "--gin_file", os.path.join(GIN_DIR, "tiny.gin"), "--workdir", str(workdir)]  # fmt: skip
+    for p in params:
+        cmd += ["--gin_param", p]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_kill_9_then_the_same_command_resumes_to_the_same_parameters(tmp_path, sample_data_dir, byte_index):
+    import signal  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    straight = _train_cli(tmp_path / "straight", sample_data_dir, byte_index, 3)
+    assert straight.wait(timeout=600) == 0, straight.stderr.read()[-3000:]
+    killed = _train_cli(tmp_path / "killed", sample_data_dir, byte_index, 3)
+    first = tmp_path / "killed" / "stage3" / "checkpoints" / "1"
+    deadline = time.time() + 600
+    while not (first / "meta").exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    killed.send_signal(signal.SIGKILL)  # kill -9 somewhere after the first checkpoint
+    killed.wait()
+    resumed = _train_cli(tmp_path / "killed", sample_data_dir, byte_index, 3)
+    log = resumed.communicate(timeout=600)[1]
+    assert resumed.returncode == 0, log[-3000:]
+    assert "resuming from its checkpoint at step" in log
+    _, model_a, meta_a = _final_params(tmp_path / "straight" / "stage3")
+    _, model_b, meta_b = _final_params(tmp_path / "killed" / "stage3")
+    assert meta_a["step"] == meta_b["step"] == 3
+    for x, y in zip(jax.tree.leaves(model_a), jax.tree.leaves(model_b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
