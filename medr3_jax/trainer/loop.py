@@ -58,7 +58,7 @@ class Experiment:
     data_dir: str | None = None  # prepared TFDS data; None = the bundled sample set
     index_dir: str | None = None  # retrieval index (retrieval.embed); None = the bundled sample corpus
     retrieval_backend: str = "exact"
-    num_steps: int = 4
+    num_steps: int = 3
     prompts_per_step: int = 2  # questions per step; rows = prompts_per_step x rollout.group_size
     prompt_buckets: tuple[int, ...] = (256, 512, 1024, 2048)
     seed: int = 0
@@ -66,10 +66,10 @@ class Experiment:
     param_dtype: str | None = None  # default: float32 on CPU, bfloat16 on accelerators
     sampling: SamplingParams = SamplingParams(temperature=1.0)
     prompt: PromptStyle = PromptStyle(mode="search")
-    rollout: RolloutConfig = RolloutConfig(group_size=4, max_response_tokens=256, decode_segment=64)
+    rollout: RolloutConfig = RolloutConfig(group_size=4, max_response_tokens=192, decode_segment=64, sequence_bucket=64)
     rewards: RewardWeights = RewardWeights()
     optimizer: OptimizerConfig = OptimizerConfig()
-    update: UpdateConfig = UpdateConfig()
+    update: UpdateConfig = UpdateConfig(micro_batch=2)
     checkpoint: CheckpointConfig = CheckpointConfig(every_steps=2, keep=2)
     judge: Judge | None = None
     audit_every: int = 1
@@ -114,13 +114,18 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
         t0 = time.perf_counter()
         batch = stream.next()
         rollout = engine.run(batch.prompts, params=exp.sampling, seed=exp.seed * 100_003 + step)
+        t1 = time.perf_counter()
         rows = [r for r in batch.records for _ in range(exp.rollout.group_size)]
         scored = score(_outcomes(rollout, batch.prompts, tokenizer, exp.rollout.group_size), rows, exp.rewards,
                        retrieval=exp.rollout.retrieval, judge=exp.judge, graph=graph)  # fmt: skip
         advantages = group_advantages(scored.totals, rollout.group_ids, len(batch.records))
+        t2 = time.perf_counter()
         train = policy.update(_train_batch(rollout, np.asarray(advantages)), seed=step)
         sampler.update_params(policy.params)
-        metrics = scored.metrics | train | _rollout_metrics(rollout) | {"perf/step_seconds": time.perf_counter() - t0}
+        t3 = time.perf_counter()
+        perf = {"perf/rollout_s": t1 - t0, "perf/reward_s": t2 - t1, "perf/update_s": t3 - t2,
+                "perf/step_seconds": t3 - t0, "perf/train_tokens": float(rollout.mask.sum())}  # fmt: skip
+        metrics = scored.metrics | train | _rollout_metrics(rollout) | perf
         writer.scalars(step, metrics)
         if exp.audit_every and step % exp.audit_every == 0:
             write_audit(os.path.join(stage_dir, "rollouts", f"step_{step:06d}.jsonl"), step, rollout, rows,

@@ -178,3 +178,25 @@ def test_kill_9_then_the_same_command_resumes_to_the_same_parameters(tmp_path, s
     assert meta_a["step"] == meta_b["step"] == 3
     for x, y in zip(jax.tree.leaves(model_a), jax.tree.leaves(model_b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.slow
+def test_progressive_gin_runs_all_three_stages(tmp_path, sample_data_dir, byte_index):
+    from medr3_jax import train  # noqa: PLC0415
+
+    gin.clear_config()
+    gin.add_config_file_search_path(GIN_DIR)
+    bindings = ["Experiment.num_steps = 1", f"Experiment.data_dir = '{sample_data_dir}'",
+                f"Experiment.index_dir = '{byte_index}'", "Experiment.train_data = ('medqa:train',)",
+                "RolloutConfig.max_response_tokens = 24", "CheckpointConfig.async_save = False"]  # fmt: skip
+    gin.parse_config_files_and_bindings(
+        [os.path.join(GIN_DIR, "progressive.gin"), os.path.join(GIN_DIR, "tiny.gin")], bindings
+    )
+    done = train.run(workdir=str(tmp_path))
+    gin.clear_config()
+    assert done == [str(tmp_path / s / "checkpoints") for s in ("stage1", "stage2", "stage3")]
+    metas = [Checkpointer(d).restore_meta() for d in done]
+    assert [m["stage"] for m in metas] == ["stage1", "stage2", "stage3"]
+    assert "stage2/RolloutConfig.retrieval = True" in metas[1]["operative_config"]
+    for stage in ("stage1", "stage2", "stage3"):
+        assert (tmp_path / stage / "operative_config.gin").exists()

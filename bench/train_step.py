@@ -1,0 +1,134 @@
+"""Train-step benchmark: tokens/s and model FLOPs utilisation of our jitted policy update vs a
+transformers (torch) training step of the same model and batch, and the per-phase breakdown of
+full RL steps (rollout, retrieval, reward, update). Prints JSON.
+
+    .venv/bin/python bench/train_step.py                 # SmolLM2-135M f32 on CPU, batch 4 x 256
+    .venv/bin/python bench/train_step.py --rl_steps 0    # the train step comparison only
+
+MFU = 6 x params x tokens / seconds / peak (the peak matmul FLOP/s is measured in the same run).
+Times exclude compilation (a warm-up step of the same shapes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from medr3_jax.models.loading import load_model
+from medr3_jax.trainer.step import OptimizerConfig, PolicyTrainer, TrainBatch, UpdateConfig
+
+
+def peak_flops() -> float:
+    dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+    a = jnp.ones((2048, 2048), dtype)
+    mm = jax.jit(lambda x: x @ x)
+    mm(a).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(5):
+        out = mm(a)
+    out.block_until_ready()
+    return 5 * 2 * 2048**3 / (time.perf_counter() - start)
+
+
+def _batch(vocab: int, rows: int, width: int) -> TrainBatch:
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(100, vocab - 1, (rows, width)).astype(np.int32)
+    loss_mask = np.zeros((rows, width), bool)
+    loss_mask[:, width // 2 :] = True  # the second half is "sampled"
+    return TrainBatch(
+        tokens=tokens, positions=np.tile(np.arange(width, dtype=np.int32), (rows, 1)), mask=np.ones((rows, width), bool),
+        loss_mask=loss_mask, old_logprobs=np.full((rows, width), -5.0, np.float32),
+        advantages=rng.standard_normal(rows).astype(np.float32),
+    )  # fmt: skip
+
+
+def ours(model, batch: TrainBatch, repeats: int) -> float:
+    policy = PolicyTrainer(model, OptimizerConfig(), UpdateConfig(micro_batch=batch.tokens.shape[0]))
+    policy.update(batch)  # compile
+    start = time.perf_counter()
+    for _ in range(repeats):
+        policy.update(batch)
+    jax.block_until_ready(policy.params)
+    return (time.perf_counter() - start) / repeats
+
+
+def torch_step(batch: TrainBatch, repeats: int) -> float:
+    import torch  # noqa: PLC0415
+    import transformers  # noqa: PLC0415
+
+    from medr3_jax import assets  # noqa: PLC0415
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    folder, name = os.path.split(assets.smollm2_gguf())
+    model = transformers.LlamaForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6, weight_decay=0.01)
+    tokens = torch.from_numpy(batch.tokens.astype(np.int64))
+    mask = torch.from_numpy(batch.loss_mask[:, 1:])
+    adv = torch.from_numpy(batch.advantages)[:, None]
+
+    def step():
+        logits = model(tokens).logits[:, :-1].float()
+        logp = torch.log_softmax(logits, -1).gather(-1, tokens[:, 1:, None])[..., 0]
+        loss = -(adv * torch.exp(logp - logp.detach()) * mask).sum() / mask.sum()  # the PPO surrogate at ratio 1
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - start) / repeats
+
+
+def rl_phases(steps: int) -> dict:
+    """Per-phase seconds of `steps` full RL steps of the bundled demo (gin/base.gin defaults)."""
+    from medr3_jax.trainer.loop import Experiment, run_stage  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as workdir:
+        run_stage(Experiment(num_steps=steps + 1), workdir)  # step 0 compiles
+        with open(os.path.join(workdir, "stage3", "tb", "metrics.jsonl"), encoding="utf-8") as fh:
+            rows = [json.loads(line) for line in fh][1:]
+    keys = ("perf/rollout_s", "retrieval/s", "perf/reward_s", "perf/update_s", "perf/step_seconds", "perf/train_tokens",
+            "rollout/idle_share", "rollout/retrieval_wait_share", "rollout/searches_per_row")  # fmt: skip
+    return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=4)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rl_steps", type=int, default=2, help="full RL steps for the phase breakdown (0: skip)")
+    args = parser.parse_args()
+    model, _ = load_model("smollm2_135m_instruct")
+    batch = _batch(model.config.vocab_size, args.rows, args.width)
+    peak = peak_flops()
+    tokens = args.rows * args.width
+    flops = 6 * model.config.num_params * tokens
+    t_ours = ours(model, batch, args.repeats)
+    model, _ = load_model("smollm2_135m_instruct")  # ours donated the first copy's buffers
+    t_torch = torch_step(batch, args.repeats)
+    out = {
+        "device": jax.devices()[0].device_kind, "platform": platform.platform(), "cpus": os.cpu_count(),
+        "model": "SmolLM2-135M-Instruct (f32)", "batch": [args.rows, args.width], "peak_matmul_tflop_s": peak / 1e12,
+        "ours": {"step_s": t_ours, "tokens_s": tokens / t_ours, "mfu": flops / t_ours / peak},
+        "transformers_torch": {"step_s": t_torch, "tokens_s": tokens / t_torch, "mfu": flops / t_torch / peak},
+        "speedup_vs_torch": t_torch / t_ours,
+    }  # fmt: skip
+    if args.rl_steps:
+        out["rl_step_phases_s"] = rl_phases(args.rl_steps)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
