@@ -99,7 +99,7 @@ def rl_phases(steps: int) -> dict:
         with open(os.path.join(workdir, "stage3", "tb", "metrics.jsonl"), encoding="utf-8") as fh:
             rows = [json.loads(line) for line in fh][1:]
     keys = ("perf/rollout_s", "retrieval/s", "perf/reward_s", "perf/update_s", "perf/step_seconds", "perf/train_tokens",
-            "rollout/idle_share", "rollout/retrieval_wait_share", "rollout/searches_per_row")  # fmt: skip
+            "rollout/idle_share", "retrieval/wait_share", "rollout/searches_per_row")  # fmt: skip
     return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
 
 
