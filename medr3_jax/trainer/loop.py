@@ -82,6 +82,11 @@ class Experiment:
             )
         if self.num_steps < 1 or self.prompts_per_step < 1:
             raise ValueError(f"{self.stage}: num_steps and prompts_per_step must be >= 1")
+        if self.update.loss.kl_coef:
+            raise ValueError(
+                f"{self.stage}: PolicyLossConfig.kl_coef={self.update.loss.kl_coef}: the train loop keeps no frozen "
+                "reference model yet (the paper uses none); set kl_coef = 0"
+            )
 
 
 def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> str:

@@ -17,6 +17,7 @@ from medr3_jax.models.tokenizers import byte_tokenizer
 from medr3_jax.retrieval.corpus import read_chunks, write_chunks
 from medr3_jax.retrieval.embed import EmbedSettings, embed_corpus
 from medr3_jax.rewards import RewardWeights
+from medr3_jax.rl import PolicyLossConfig
 from medr3_jax.rollout import RolloutConfig
 from medr3_jax.trainer import Checkpointer, load_params_from_checkpoint, read_scalars
 from medr3_jax.trainer.checkpoints import CheckpointConfig
@@ -102,6 +103,8 @@ def test_stage_chaining_starts_from_the_previous_stage(tmp_path, sample_data_dir
 def test_mismatched_prompt_and_retrieval_are_refused():
     with pytest.raises(ValueError, match="retrieval goes with the 'search' prompt"):
         Experiment(prompt=PromptStyle(mode="reason"), rollout=RolloutConfig(retrieval=True))
+    with pytest.raises(ValueError, match="PolicyLossConfig.kl_coef=0.1: the train loop keeps no frozen reference"):
+        Experiment(update=UpdateConfig(loss=PolicyLossConfig(kl_coef=0.1)))
 
 
 @pytest.mark.parametrize("stage_file", ["stage1.gin", "stage2.gin", "stage3.gin", "progressive.gin"])
