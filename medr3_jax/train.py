@@ -21,7 +21,7 @@ from medr3_jax.rewards import HTTPJudge, LocalJudge, RewardWeights
 from medr3_jax.rl import PolicyLossConfig
 from medr3_jax.rollout import RolloutConfig
 from medr3_jax.sampling import SamplingParams
-from medr3_jax.sharding import initialize
+from medr3_jax.sharding import initialize, is_primary
 from medr3_jax.trainer.checkpoints import CheckpointConfig
 from medr3_jax.trainer.loop import Experiment, run_stage
 from medr3_jax.trainer.step import OptimizerConfig, UpdateConfig
@@ -58,15 +58,47 @@ def run(stages: Sequence[str] = ("stage3",), workdir: str = DEFAULT_WORKDIR) -> 
         raise ValueError(f"run.stages: unknown stage(s) {unknown}; expected some of {STAGES}")
     done = []
     for stage in stages:
-        with gin.config_scope(stage):
-            exp = _CONFIGURABLE["Experiment"](stage=stage)
+        exp = stage_experiment(stage)
         stage_dir = os.path.join(workdir, stage)
         os.makedirs(stage_dir, exist_ok=True)
         operative = gin.operative_config_str()
-        with open(os.path.join(stage_dir, "operative_config.gin"), "w", encoding="utf-8") as fh:
-            fh.write(operative)
+        if is_primary():
+            with open(os.path.join(stage_dir, "operative_config.gin"), "w", encoding="utf-8") as fh:
+                fh.write(operative)
         done.append(run_stage(exp, workdir, operative_config=operative))
     return done
+
+
+def stage_experiment(stage: str) -> Experiment:
+    """The stage's Experiment, built inside its gin scope (as `run` and the planner build it)."""
+    with gin.config_scope(stage):
+        return _CONFIGURABLE["Experiment"](stage=stage)
+
+
+def resolve_gin_file(path: str) -> str | None:
+    """`path` itself, else the same relative path inside the installed package, which ships
+    `gin/` (so `--gin_file=gin/stage3.gin` works from any directory after a pip install)."""
+    if os.path.isfile(path):
+        return path
+    bundled = os.path.join(os.path.dirname(os.path.abspath(__file__)), path)
+    return bundled if not os.path.isabs(path) and os.path.isfile(bundled) else None
+
+
+def parse_gin(files: Sequence[str], params: Sequence[str]) -> str | None:
+    """Parses the gin files (their folders join the include path) and bindings; returns the
+    error message for the user, or None when the configuration parsed."""
+    resolved = []
+    for path in files:
+        found = resolve_gin_file(path)
+        if found is None:
+            return f"error: --gin_file {path}: no such file (nor in the installed package's gin/)"
+        gin.add_config_file_search_path(os.path.dirname(os.path.abspath(found)))
+        resolved.append(found)
+    try:
+        gin.parse_config_files_and_bindings(resolved, list(params))
+    except Exception as err:  # noqa: BLE001 -- gin reports unknown names/bad syntax with several types
+        return f"error: gin configuration: {type(err).__name__}: {err}"
+    return None
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -74,6 +106,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--gin_file", action="append", default=[], help="repeatable; later files override earlier ones")
     p.add_argument("--gin_param", action="append", default=[], help='repeatable, e.g. "Experiment.num_steps = 100"')
     p.add_argument("--workdir", default=None, help=f"checkpoints, logs, rollouts (default: {DEFAULT_WORKDIR})")
+    dist = p.add_argument_group(
+        "multi-process", "only where JAX cannot find its peers itself (TPU pods, SLURM and Open MPI need none)"
+    )
+    dist.add_argument("--coordinator_address", default=None, help="host:port of process 0, e.g. 10.0.0.1:1234")
+    dist.add_argument("--num_processes", type=int, default=None)
+    dist.add_argument("--process_id", type=int, default=None)
     return p.parse_args(argv)
 
 
@@ -85,22 +123,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     # miss as an error although the file is then found; keep that probe out of the log.
     logging.getLogger().addFilter(lambda record: not record.pathname.endswith("gin/resource_reader.py"))
     args = _parse(argv)
-    for path in args.gin_file:
-        if not os.path.isfile(path):
-            print(f"error: --gin_file {path}: no such file", file=sys.stderr)
-            return 2
-        gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
-    try:
-        gin.parse_config_files_and_bindings(args.gin_file, args.gin_param)
-    except Exception as err:  # noqa: BLE001 -- gin reports unknown names/bad syntax with several types
-        print(f"error: gin configuration: {type(err).__name__}: {err}", file=sys.stderr)
+    error = parse_gin(args.gin_file, args.gin_param)
+    if error:
+        print(error, file=sys.stderr)
         return 2
-    initialize()
+    initialize(args.coordinator_address, args.num_processes, args.process_id)
+    if not is_primary():  # one log for the whole job: the other processes report only problems
+        logging.getLogger().setLevel(logging.WARNING)
     workdir = args.workdir or DEFAULT_WORKDIR
     log.info("workdir: %s", os.path.abspath(workdir))
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.gin"), "w", encoding="utf-8") as fh:
-        fh.write(gin.config_str())
+    if is_primary():
+        with open(os.path.join(workdir, "config.gin"), "w", encoding="utf-8") as fh:
+            fh.write(gin.config_str())
     run(workdir=workdir)
     return 0
 

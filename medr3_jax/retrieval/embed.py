@@ -31,7 +31,7 @@ import tqdm
 from flax import nnx
 from jax.sharding import NamedSharding
 
-from medr3_jax.models.encoder import BertEncoder, encoder_inputs, load_encoder, load_encoder_tokenizer
+from medr3_jax.models.encoder import ENCODER_STYLES, BertEncoder, encoder_inputs, load_encoder, load_encoder_tokenizer
 from medr3_jax.retrieval.corpus import Passage, chunk_files, read_chunks
 
 log = logging.getLogger("medr3_jax.retrieval.embed")
@@ -45,6 +45,7 @@ class EmbedSettings:
     max_len: int = 256  # encoder tokens per passage
     dtype: str = "float16"
     passage_tokens: int = 256  # policy tokens kept per passage in the store
+    query_max_len: int | None = None  # encoder tokens per query (Retriever); None = max_len. MedCPT: 64
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -104,14 +105,22 @@ def embed_corpus(
     policy_tokenizer: Any = None,
     mesh: jax.sharding.Mesh | None = None,
     max_shards: int | None = None,
+    query_encoder_dir: str | None = None,
+    style: str | None = None,
 ) -> dict[str, Any]:
-    """Embeds every passage; returns the manifest. `max_shards` stops early (a partial run)."""
+    """Embeds every passage; returns the manifest. `max_shards` stops early (a partial run).
+
+    query_encoder_dir: a separate query encoder (MedCPT's Query-Encoder beside its
+    Article-Encoder), recorded in the manifest for the Retriever; default: `encoder_dir`.
+    style: a preset of `ENCODER_STYLES` (pooling, normalisation, prefixes) applied to both
+    encoders, for checkpoints without sentence-transformers files (MedCPT, BGE, e5).
+    """
     os.makedirs(out_dir, exist_ok=True)
-    encoder = load_encoder(encoder_dir)
+    encoder = load_encoder(encoder_dir, **style_overrides(style))
     tokenizer = load_encoder_tokenizer(encoder_dir)
     embedder = _Embedder(encoder, tokenizer, settings, mesh)
     manifest_file = os.path.join(out_dir, "manifest.json")
-    manifest = _load_manifest(manifest_file, encoder_dir, settings)
+    manifest = _load_manifest(manifest_file, encoder_dir, settings, query_encoder_dir or encoder_dir, style)
     done = {s["index"] for s in manifest["shards"]}
     checksum, count = hashlib.sha256(), 0
     total = sum(_line_count(f) for f in chunk_files(corpus))
@@ -144,9 +153,22 @@ def _line_count(file: str) -> int:
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
 
-def _load_manifest(file: str, encoder_dir: str, settings: EmbedSettings) -> dict[str, Any]:
+def style_overrides(style: str | None) -> dict[str, Any]:
+    """EncoderConfig fields of a named style (None: what the checkpoint's own files say)."""
+    if style is None:
+        return {}
+    if style not in ENCODER_STYLES:
+        raise ValueError(f"encoder style {style!r}; expected one of {sorted(ENCODER_STYLES)}")
+    return dict(ENCODER_STYLES[style])
+
+
+def _load_manifest(
+    file: str, encoder_dir: str, settings: EmbedSettings, query_encoder_dir: str, style: str | None
+) -> dict[str, Any]:
     fresh = {
         "encoder": os.path.abspath(encoder_dir),
+        "query_encoder": os.path.abspath(query_encoder_dir),
+        "style": style,
         "dtype": settings.dtype,
         "settings": dataclasses.asdict(settings),
         "shards": [],
@@ -155,7 +177,11 @@ def _load_manifest(file: str, encoder_dir: str, settings: EmbedSettings) -> dict
         return fresh
     with open(file, encoding="utf-8") as fh:
         manifest = json.load(fh)
-    for key in ("encoder", "dtype", "settings"):
+    # Manifests written before a key existed hold that key's default (same encoder, no style).
+    manifest.setdefault("query_encoder", manifest.get("encoder"))
+    manifest.setdefault("style", None)
+    manifest.get("settings", {}).setdefault("query_max_len", None)
+    for key in ("encoder", "query_encoder", "style", "dtype", "settings"):
         if manifest.get(key) != fresh[key]:
             raise ValueError(
                 f"{file}: {key}={manifest.get(key)!r} differs from this run's {fresh[key]!r}; use a new --out"
@@ -187,6 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m medr3_jax.retrieval.embed", description=__doc__.split("\n")[0])
     p.add_argument("--corpus", nargs="+", required=True, help="chunk .jsonl files or directories")
     p.add_argument("--encoder", default="minilm", help="'minilm' (bundled) or an HF BERT directory")
+    p.add_argument("--query_encoder", default=None, help="separate query encoder dir (MedCPT); default: --encoder")
+    p.add_argument(
+        "--style", default=None, choices=sorted(ENCODER_STYLES), help="pooling preset (default: the dir's files)"
+    )
+    p.add_argument("--query_max_len", type=int, default=None, help="encoder tokens per query (default: --max_len)")
     p.add_argument("--out", required=True)
     p.add_argument("--policy_tokenizer", default=None, help="HF dir or .gguf of the policy, for the passage store")
     p.add_argument("--shard_rows", type=int, default=100_000)
@@ -202,11 +233,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         policy = load_tokenizer(args.policy_tokenizer)
     settings = EmbedSettings(
-        shard_rows=args.shard_rows, batch_size=args.batch_size, max_len=args.max_len, dtype=args.dtype
-    )
+        shard_rows=args.shard_rows, batch_size=args.batch_size, max_len=args.max_len, dtype=args.dtype,
+        query_max_len=args.query_max_len,
+    )  # fmt: skip
     manifest = embed_corpus(
-        args.corpus, encoder_dir, args.out, settings=settings, policy_tokenizer=policy, mesh=make_mesh(args.mesh)
-    )
+        args.corpus, encoder_dir, args.out, settings=settings, policy_tokenizer=policy, mesh=make_mesh(args.mesh),
+        query_encoder_dir=args.query_encoder, style=args.style,
+    )  # fmt: skip
     print(
         json.dumps(
             {k: manifest[k] for k in ("count", "dim", "dtype", "corpus_sha256")} | {"shards": len(manifest["shards"])}

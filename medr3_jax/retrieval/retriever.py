@@ -1,7 +1,8 @@
 """One `Retriever` over an index directory written by `retrieval.embed`, with backends:
 
 exact   the table sharded by rows over the mesh, query encoder on device (ExactIndex)
-scann   ScaNN on the host (ScannIndex; brute force for small tables)
+scann   ScaNN on the host (brute force for small tables); on several processes each indexes
+        its share of the rows and the candidates are merged (HostShardedScann)
 bm25    lexical BM25 over the passages' contents
 fusion  reciprocal-rank fusion of exact and bm25 (MedRAG's RRF, `rrf_k`)
 
@@ -23,6 +24,7 @@ from flax import nnx
 from medr3_jax.models.encoder import encoder_inputs, load_encoder, load_encoder_tokenizer
 from medr3_jax.retrieval.bm25 import BM25Index, reciprocal_rank_fusion
 from medr3_jax.retrieval.corpus import Passage
+from medr3_jax.retrieval.embed import style_overrides
 from medr3_jax.retrieval.exact import ExactIndex
 
 Backend = Literal["exact", "scann", "bm25", "fusion"]
@@ -75,20 +77,37 @@ class Retriever:
     def _dense_index(self, mesh):
         from medr3_jax.sharding import make_mesh  # noqa: PLC0415
 
-        table = np.concatenate([np.load(f) for f in self._shard_files("table", ".npy")]).astype(np.float32)
-        encoder_dir = self.manifest["encoder"]
-        self._encoder = load_encoder(encoder_dir)
+        # Queries go through the query encoder (MedCPT: a separate checkpoint), styled as at embed time.
+        encoder_dir = self.manifest.get("query_encoder") or self.manifest["encoder"]
+        self._encoder = load_encoder(encoder_dir, **style_overrides(self.manifest.get("style")))
         self._tokenizer = load_encoder_tokenizer(encoder_dir)
         self._embed = nnx.jit(lambda model, tokens, mask: model.embed(tokens, mask))
+        num_rows = len(self.passages)
         if self.backend == "scann":
-            from medr3_jax.retrieval.scann_index import ScannIndex  # noqa: PLC0415
+            from medr3_jax.retrieval.scann_index import HostShardedScann, ScannIndex, host_row_range  # noqa: PLC0415
 
-            return ScannIndex.build(table)
-        return ExactIndex.build(table, mesh or make_mesh("data=-1"))
+            # One share of the rows per process; candidates are merged across processes.
+            lo, hi = host_row_range(num_rows, jax.process_index(), jax.process_count())
+            local = ScannIndex.build(self._table_rows(lo, hi), row_offset=lo) if hi > lo else None
+            return HostShardedScann(local, num_rows, jax.process_count())
+        return ExactIndex.build(self._table_rows(0, num_rows), mesh or make_mesh("data=-1"))
+
+    def _table_rows(self, lo: int, hi: int) -> np.ndarray:
+        """Rows [lo, hi) of the embedding table as float32, reading only the shard files they span."""
+        parts = []
+        for shard in self.manifest["shards"]:
+            start, stop = shard["rows"]
+            if stop <= lo or start >= hi:
+                continue
+            table = np.load(os.path.join(self.index_dir, shard["table"]), mmap_mode="r")
+            parts.append(np.asarray(table[max(lo, start) - start : min(hi, stop) - start], np.float32))
+        dim = self.manifest["dim"]
+        return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
-        """Query vectors [Q,D] (query prefix applied, e.g. e5's "query: ")."""
-        width = self.manifest["settings"]["max_len"]
+        """Query vectors [Q,D] from the query encoder (query prefix applied, e.g. e5's "query: ")."""
+        settings = self.manifest["settings"]
+        width = settings.get("query_max_len") or settings["max_len"]
         tokens, mask = encoder_inputs(
             self._tokenizer, list(queries), max_len=width, prefix=self._encoder.config.query_prefix
         )

@@ -5,8 +5,9 @@ sized from the table; brute force below a threshold (tiny corpora cannot train t
     rows, scores = index.search(query_vectors, k=10)
     index.save(directory); ScannIndex.load(directory)
 
-On several hosts each host indexes its own shard of rows (`row_offset` = its first row) and
-the retriever merges candidates across hosts.
+On several hosts each host indexes its own contiguous share of the rows (`HostShardedScann`:
+`row_offset` = its first row); every host searches its share for the same queries, the
+candidates are all-gathered and merged into one top-k, identical on every host.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -105,3 +106,61 @@ class ScannIndex:
             meta = json.load(fh)
         searcher = scann.scann_ops_pybind.load_searcher(directory)
         return cls(searcher, ScannConfig(**meta["config"]), meta["num_rows"], meta["row_offset"])
+
+
+def host_row_range(num_rows: int, process_index: int, process_count: int) -> tuple[int, int]:
+    """Rows [lo, hi) of the table that process `process_index` indexes: an even contiguous split."""
+    per, extra = divmod(num_rows, process_count)
+    lo = process_index * per + min(process_index, extra)
+    return lo, lo + per + (process_index < extra)
+
+
+def merge_candidates(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates [P, Q, c] from P shards -> the best k per query [Q, k]: highest score first,
+    ties to the smaller row id (so every host merges to the same answer). Padding rows are -1
+    with score -inf and sort last."""
+    p, q, c = rows.shape
+    flat_rows = rows.transpose(1, 0, 2).reshape(q, p * c)
+    flat_scores = scores.transpose(1, 0, 2).reshape(q, p * c)
+    order = np.lexsort((np.where(flat_rows < 0, np.iinfo(np.int64).max, flat_rows), -flat_scores), axis=-1)[:, :k]
+    return np.take_along_axis(flat_rows, order, axis=1), np.take_along_axis(flat_scores, order, axis=1)
+
+
+def _process_allgather(x: np.ndarray) -> np.ndarray:
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    return np.asarray(multihost_utils.process_allgather(x))  # [P, ...]
+
+
+class HostShardedScann:
+    """One ScaNN index per process over its share of the rows (`host_row_range`); `search`
+    runs on every process with the same queries (the train loop's replicated host side),
+    all-gathers each share's top-k and merges them. On one process it is the plain index."""
+
+    def __init__(
+        self,
+        local: ScannIndex | None,
+        num_rows: int,
+        process_count: int = 1,
+        gather: Callable[[np.ndarray], np.ndarray] = _process_allgather,
+    ):
+        self.local, self.num_rows, self.process_count, self._gather = local, num_rows, process_count, gather
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(global row ids [Q,k] int64, scores [Q,k] f32), best first, over every host's rows."""
+        if not 0 < k <= self.num_rows:
+            raise ValueError(f"k={k} must be in [1, {self.num_rows}] (rows in the table)")
+        rows, scores = self.local_candidates(queries, k)
+        if self.process_count == 1:
+            return rows, scores
+        all_rows = self._gather(rows.astype(np.int32)).astype(np.int64)  # ids < 2**31 (54M MedCorp rows fit)
+        return merge_candidates(all_rows, self._gather(scores), k)
+
+    def local_candidates(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """This share's top-min(k, its rows), padded to k with (-1, -inf)."""
+        q = len(queries)
+        rows, scores = np.full((q, k), -1, np.int64), np.full((q, k), -np.inf, np.float32)
+        take = min(k, self.local.num_rows) if self.local is not None else 0  # None: a process with no rows
+        if take:
+            rows[:, :take], scores[:, :take] = self.local.search(queries, take)
+        return rows, scores

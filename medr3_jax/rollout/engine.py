@@ -27,6 +27,7 @@ from medr3_jax.models.tokenizers import DOCUMENT_CLOSE, DOCUMENT_OPEN, SEARCH_CL
 from medr3_jax.rollout import protocol as P
 from medr3_jax.sampling import Sampler, SamplingParams, StopReason
 from medr3_jax.sampling.sampler import bucket
+from medr3_jax.sharding.distributed import all_processes
 
 log = logging.getLogger(__name__)
 
@@ -234,13 +235,18 @@ class RolloutEngine:
         """(passage ids, block tokens) per query; a failed or slow search gets the notice."""
         t0 = time.perf_counter()
         stats["retrieval_calls"] += 1
+        error: str | None = None
         try:
             future = self._pool.submit(self._search, queries)
             result = future.result(timeout=self.config.retrieval_timeout_s)
         except Exception as err:  # noqa: BLE001 -- any retriever failure becomes the documented notice
+            error = f"{type(err).__name__}: {err}"
+        # Every process runs this host side for the same rows: if the search failed on any of
+        # them, all insert the notice, so the hosts append the same tokens and stay in step.
+        if not all_processes(error is None):
             stats["retrieval_failures"] += len(queries)
-            log.warning("retrieval failed for %d queries (%s: %s); inserting the failure notice", len(queries),
-                        type(err).__name__, err)  # fmt: skip
+            log.warning("retrieval failed for %d queries (%s); inserting the failure notice", len(queries),
+                        error or "on another process")  # fmt: skip
             result = [([], self.blocks.failed()) for _ in queries]
         stats["retrieval_s"] += time.perf_counter() - t0
         return result

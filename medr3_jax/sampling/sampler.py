@@ -35,6 +35,7 @@ from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.models.transformer import KV_BLOCK, Decoder, KVCache
 from medr3_jax.sampling.methods import SamplingParams, sample, token_logprobs
 from medr3_jax.sampling.stops import StopTable
+from medr3_jax.sharding.distributed import to_host
 from medr3_jax.sharding.rules import batch_spec, fit_spec, kv_cache_spec
 
 log = logging.getLogger(__name__)
@@ -269,11 +270,11 @@ class Sampler:
         state, tokens, logp, count = self._decode(
             self._params, state, params=params, steps=steps or self.max_new_tokens
         )
-        reason, match = np.asarray(state.reason), np.asarray(state.stop_match)
+        reason, match = to_host(state.reason), to_host(state.stop_match)
         out = DecodeOutput(
-            tokens=np.asarray(tokens),
-            logprobs=np.asarray(logp),
-            num_tokens=np.asarray(count),
+            tokens=to_host(tokens),
+            logprobs=to_host(logp),
+            num_tokens=to_host(count),
             reason=reason,
             stop_string=[None] * state.batch,
         )
@@ -293,7 +294,7 @@ class Sampler:
         if len(rows) != len(tokens) or len(set(rows)) != len(rows):
             raise ValueError(f"append: rows {list(rows)} and token lists must pair up one to one")
         b, c = state.batch, self.append_chunk
-        last, pos, length = (np.asarray(x) for x in (state.last_token, state.position, state.cache.length))
+        last, pos, length = (to_host(x) for x in (state.last_token, state.position, state.cache.length))
         feed = {r: [int(last[r]), *t[:-1]] for r, t in zip(rows, tokens) if len(t)}
         width = -(-max([len(f) for f in feed.values()] or [1]) // c) * c
         for r, f in feed.items():
@@ -319,10 +320,10 @@ class Sampler:
         new_last, new_pos, reason, stop_state = (
             last.copy(),
             pos.copy(),
-            np.asarray(state.reason).copy(),
-            np.asarray(state.stop_state).copy(),
+            to_host(state.reason).copy(),
+            to_host(state.stop_state).copy(),
         )
-        budget = np.asarray(state.budget).copy()
+        budget = to_host(state.budget).copy()
         for r, t in zip(rows, tokens):
             if len(t):
                 new_last[r], new_pos[r] = t[-1], pos[r] + len(t)

@@ -5,7 +5,7 @@ mesh = make_mesh("data=1,fsdp=-1,tensor=1")
 params = shard_array_tree(params, tree_shardings(params, mesh))
 """
 
-from medr3_jax.sharding.distributed import host_local_to_global, initialize, is_primary
+from medr3_jax.sharding.distributed import host_local_to_global, initialize, is_primary, sync, to_host
 from medr3_jax.sharding.mesh import DEFAULT_MESH_SPEC, MESH_AXES, make_mesh, parse_mesh_spec
 from medr3_jax.sharding.rules import (
     BATCH_AXES,
@@ -40,6 +40,8 @@ __all__ = [
     "path_to_str",
     "shard_array_tree",
     "spec_for",
+    "sync",
+    "to_host",
     "tree_partition_specs",
     "tree_shardings",
 ]

@@ -17,6 +17,8 @@ import os
 from typing import Any, Sequence
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -132,6 +134,32 @@ def _log_topology() -> None:
 def is_primary() -> bool:
     """True on the process that writes logs, metrics and checkpoints metadata (index 0)."""
     return jax.process_index() == 0
+
+
+def to_host(array: Any) -> np.ndarray:
+    """A device array's full value on this host, whatever its sharding.
+
+    Fully addressable or fully replicated arrays are read directly; an array split across
+    processes is all-gathered first (a collective: every process must call this in the same
+    order). Host logic that runs on every process (the rollout's stop handling, retrieval,
+    rewards) reads device results through this.
+    """
+    if not isinstance(array, jax.Array) or array.is_fully_addressable or array.is_fully_replicated:
+        return np.asarray(array)
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+def all_processes(flag: bool) -> bool:
+    """True only if `flag` is True on every process (a collective; one process: `flag`)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(np.all(multihost_utils.process_allgather(np.int32(flag))))
+
+
+def sync(name: str) -> None:
+    """Waits until every process reaches the barrier `name` (no-op on a single process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 def host_local_to_global(array_tree: Any, mesh: Mesh, specs: Any) -> Any:

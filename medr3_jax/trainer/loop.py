@@ -22,6 +22,7 @@ from typing import Sequence
 import jax
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from medr3_jax import assets
 from medr3_jax.data.pipeline import QuestionStream
@@ -35,7 +36,7 @@ from medr3_jax.rollout import Rollout, RolloutConfig, RolloutEngine
 from medr3_jax.rollout import protocol as P
 from medr3_jax.rollout.audit import write_audit
 from medr3_jax.sampling import Sampler, SamplingParams
-from medr3_jax.sharding import make_mesh, param_shardings
+from medr3_jax.sharding import is_primary, make_mesh, param_shardings, sync
 from medr3_jax.trainer.checkpoints import CheckpointConfig, Checkpointer, final_checkpoint, load_params_from_checkpoint
 from medr3_jax.trainer.metrics import MetricWriter
 from medr3_jax.trainer.step import OptimizerConfig, PolicyTrainer, TrainBatch, UpdateConfig
@@ -82,11 +83,6 @@ class Experiment:
             )
         if self.num_steps < 1 or self.prompts_per_step < 1:
             raise ValueError(f"{self.stage}: num_steps and prompts_per_step must be >= 1")
-        if self.update.loss.kl_coef:
-            raise ValueError(
-                f"{self.stage}: PolicyLossConfig.kl_coef={self.update.loss.kl_coef}: the train loop keeps no frozen "
-                "reference model yet (the paper uses none); set kl_coef = 0"
-            )
 
 
 def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> str:
@@ -102,8 +98,10 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
     start, position = _initialise(exp, workdir, checkpointer, policy, shardings)
 
     records = _train_records(exp)
+    # Every process reads the same global batch and runs the host side of the rollout for all
+    # rows (replicated host view); the device work is sharded over the whole mesh.
     stream = QuestionStream(records, tokenizer=tokenizer, style=exp.prompt, batch_size=exp.prompts_per_step,
-                            seed=exp.seed, buckets=exp.prompt_buckets)  # fmt: skip
+                            seed=exp.seed, buckets=exp.prompt_buckets, process_index=0, process_count=1)  # fmt: skip
     stream.seek(position)
     retriever = _retriever(exp, tokenizer) if exp.rollout.retrieval else None
     sampler = Sampler(nnx.merge(policy.graphdef, policy.params), tokenizer, stop_strings=STOP_STRINGS,
@@ -132,7 +130,7 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
                 "perf/step_seconds": t3 - t0, "perf/train_tokens": float(rollout.mask.sum())}  # fmt: skip
         metrics = scored.metrics | train | _rollout_metrics(rollout) | perf
         writer.scalars(step, metrics)
-        if exp.audit_every and step % exp.audit_every == 0:
+        if exp.audit_every and step % exp.audit_every == 0 and is_primary():
             write_audit(os.path.join(stage_dir, "rollouts", f"step_{step:06d}.jsonl"), step, rollout, rows,
                         scored.totals, scored.components,
                         passage_title=(lambda pid: retriever.passage(pid).title) if retriever else None)  # fmt: skip
@@ -150,27 +148,40 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
 
 # ---- start-up ---------------------------------------------------------------------------
 def _initialise(exp, workdir, checkpointer, policy, shardings) -> tuple[int, int]:
-    """(first step, data position): resume this stage, else start from init_from or the base."""
+    """(first step, data position): resume this stage, else start from init_from or the base.
+
+    With a KL term the reference is the stage's starting weights (init_from or the base model),
+    also when the stage resumes from its own checkpoint, so a resumed run equals a straight one.
+    """
     latest = checkpointer.latest_step()
+    keep_reference = exp.update.loss.kl_coef > 0
+    if latest is None or keep_reference:
+        source = _init_source(exp, workdir, quiet=latest is not None)
+        if source is not None:
+            model, meta = load_params_from_checkpoint(source, shardings_fn=shardings)
+            _, params = nnx.split(model)
+            policy.params = jax.tree.map(lambda new, old: new.astype(old.dtype), params, policy.params)
+            policy.opt_state = policy.init_opt_state(policy.params)
+            if latest is None:
+                log.info("[%s] starting from %s (stage %s, step %s)", exp.stage, source, meta.get("stage"),
+                         meta.get("step"))  # fmt: skip
+        if keep_reference:
+            policy.set_reference(policy.params)
+            log.info("[%s] KL reference (kl_coef %g): %s", exp.stage, exp.update.loss.kl_coef, source or exp.model)
     if latest is not None:
         state, meta = checkpointer.restore(latest, abstract_state=_abstract(_state(policy, 0)))
         _load_state(policy, state)
         log.info("[%s] resuming from its checkpoint at step %d (data position %d)", exp.stage, latest,
                  meta["data_position"])  # fmt: skip
         return int(meta["step"]), int(meta["data_position"])
-    source = _init_source(exp, workdir)
-    if source is not None:
-        model, meta = load_params_from_checkpoint(source, shardings_fn=shardings)
-        _, params = nnx.split(model)
-        policy.params = jax.tree.map(lambda new, old: new.astype(old.dtype), params, policy.params)
-        policy.opt_state = policy.init_opt_state(policy.params)
-        log.info("[%s] starting from %s (stage %s, step %s)", exp.stage, source, meta.get("stage"), meta.get("step"))
     return 0, 0
 
 
-def _init_source(exp: Experiment, workdir: str) -> str | None:
+def _init_source(exp: Experiment, workdir: str, *, quiet: bool = False) -> str | None:
+    """The checkpoint a fresh stage starts from (None: the base model); says which unless quiet."""
+    say = (lambda *args: None) if quiet else log.info
     if exp.init_from == "base":
-        log.info("[%s] starting from the base model %s (init_from='base')", exp.stage, exp.model)
+        say("[%s] starting from the base model %s (init_from='base')", exp.stage, exp.model)
         return None
     if exp.init_from != "auto":
         if not os.path.isdir(exp.init_from):
@@ -178,11 +189,11 @@ def _init_source(exp: Experiment, workdir: str) -> str | None:
         return exp.init_from
     previous = PREVIOUS_STAGE.get(exp.stage)
     if previous is None:
-        log.info("[%s] starting from the base model %s", exp.stage, exp.model)
+        say("[%s] starting from the base model %s", exp.stage, exp.model)
         return None
     found = final_checkpoint(os.path.join(workdir, previous, "checkpoints"))
     if found is None:
-        log.info("[%s] no %s checkpoint under %s: starting from the base model %s instead", exp.stage, previous,
+        say("[%s] no %s checkpoint under %s: starting from the base model %s instead", exp.stage, previous,
                  workdir, exp.model)  # fmt: skip
         return None
     return found
@@ -199,8 +210,10 @@ def _train_records(exp: Experiment) -> list[QARecord]:
             raise ValueError(f"Experiment.train_data entry {spec!r}: expected 'name[/config]:split'")
         if exp.data_dir is None:
             data_dir = os.path.join(CACHE_DIR, "sample_tfds")
-            with contextlib.redirect_stdout(sys.stderr):
-                prepare_dataset(name, assets.sample_dataset_dir(name), data_dir)
+            if is_primary():  # one writer into the shared cache; the others wait for it
+                with contextlib.redirect_stdout(sys.stderr):
+                    prepare_dataset(name, assets.sample_dataset_dir(name), data_dir)
+            sync(f"sample data {name}")
         records += load_records(name, split, data_dir)
     return records
 
@@ -219,12 +232,13 @@ def sample_index(tokenizer: Tokenizer) -> str:
 
     key = hashlib.sha1(f"{tokenizer.path}|{tokenizer.vocab_size}".encode()).hexdigest()[:12]
     out = os.path.join(CACHE_DIR, "sample_index", key)
-    if not os.path.exists(os.path.join(out, "manifest.json")) or not _complete(out):
+    if is_primary() and (not os.path.exists(os.path.join(out, "manifest.json")) or not _complete(out)):
         log.info("building the sample retrieval index into %s (once)", out)
         settings = EmbedSettings(batch_size=64, max_len=256, passage_tokens=256)
         embed_corpus(
             [assets.sample_corpus_dir()], assets.minilm_dir(), out, settings=settings, policy_tokenizer=tokenizer
         )
+    sync("sample index")
     return out
 
 
@@ -275,8 +289,10 @@ def _rollout_metrics(rollout: Rollout) -> dict[str, float]:
 
 
 def _state(policy: PolicyTrainer, step: int) -> dict:
-    return {"params": policy.params.to_pure_dict(), "opt_state": policy.opt_state,
-            "rng": jax.random.key_data(jax.random.key(step))}  # fmt: skip
+    rng = np.asarray(jax.random.key_data(jax.random.key(step)))
+    if policy.mesh is not None:  # on the mesh, replicated: a single-device array cannot be saved by every host
+        rng = jax.device_put(rng, NamedSharding(policy.mesh, PartitionSpec()))
+    return {"params": policy.params.to_pure_dict(), "opt_state": policy.opt_state, "rng": rng}
 
 
 def _load_state(policy: PolicyTrainer, state: dict) -> None:

@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from medr3_jax.models.transformer import Decoder
 from medr3_jax.rl import PolicyLossConfig, policy_loss, token_logprobs_and_entropy
+from medr3_jax.sharding.distributed import to_host
 from medr3_jax.sharding.rules import batch_spec, fit_spec
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class TrainBatch:
     loss_mask: jax.Array
     old_logprobs: jax.Array
     advantages: jax.Array
+    ref_logprobs: jax.Array | None = None  # [R, W] under the frozen reference; the trainer fills it
 
     def rows(self, index: np.ndarray) -> TrainBatch:
         return jax.tree.map(lambda x: x[index], self)
@@ -116,6 +118,7 @@ class PolicyTrainer:
         self.update_config, self.mesh = update, mesh
         self.tx = optimizer.build()
         self.opt_state = self.init_opt_state(self.params)
+        self.reference: nnx.State | None = None  # frozen weights for the KL term (set_reference)
         self._step = jax.jit(self._step_impl, static_argnames=("micro",), donate_argnames=("params", "opt_state"))
         self._logprobs = jax.jit(self._logprobs_impl)
 
@@ -126,7 +129,7 @@ class PolicyTrainer:
         cfg = self.update_config.loss
         loss, metrics = policy_loss(
             logp, batch.old_logprobs, batch.advantages, batch.loss_mask, cfg,
-            entropy=entropy if cfg.entropy_coef > 0 else None,
+            ref_logp=batch.ref_logprobs, entropy=entropy if cfg.entropy_coef > 0 else None,
         )  # fmt: skip
         sampled = batch.loss_mask.astype(jnp.float32)
         metrics["train/logprob_mismatch"] = jnp.sum(jnp.abs(logp - batch.old_logprobs) * sampled) / jnp.maximum(
@@ -160,6 +163,11 @@ class PolicyTrainer:
         return sequence_logprobs(nnx.merge(self.graphdef, params), batch)[0]
 
     # ---- host API -----------------------------------------------------------------------
+    def set_reference(self, params: nnx.State) -> None:
+        """Freezes a copy of `params` (same shardings) as π_ref of the KL term; the update's
+        donated buffers never alias it. Costs one more set of parameters in device memory."""
+        self.reference = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))(params)
+
     def init_opt_state(self, params: nnx.State):
         """Fresh optimizer state: moments sharded like their parameters, scalars (step counts)
         replicated over the mesh (so every argument of the step lives on the same devices)."""
@@ -190,7 +198,13 @@ class PolicyTrainer:
         if size % micro:
             raise ValueError(f"minibatch of {size} rows does not split into micro_batch={micro} rows")
         if cfg.recompute_old_logprobs:
-            batch = dataclasses.replace(batch, old_logprobs=np.asarray(self._logprobs(self.params, self.put(batch))))
+            batch = dataclasses.replace(batch, old_logprobs=to_host(self._logprobs(self.params, self.put(batch))))
+        if cfg.loss.kl_coef > 0:
+            if self.reference is None:
+                raise ValueError(
+                    f"PolicyLossConfig.kl_coef={cfg.loss.kl_coef} > 0 but no reference: call set_reference"
+                )
+            batch = dataclasses.replace(batch, ref_logprobs=to_host(self._logprobs(self.reference, self.put(batch))))
         history: list[dict] = []
         rng = np.random.default_rng(seed)
         for epoch in range(cfg.epochs):

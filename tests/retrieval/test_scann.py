@@ -68,3 +68,31 @@ def test_small_tables_use_brute_force_and_offsets():
 def test_load_without_metadata_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="medr3_scann.json"):
         ScannIndex.load(str(tmp_path))
+
+
+def test_merge_candidates_by_hand():
+    from medr3_jax.retrieval.scann_index import merge_candidates
+
+    rows = np.array([[[4, 7, -1]], [[2, 9, 5]]])  # [P=2, Q=1, c=3]; -1 pads a short shard
+    scores = np.array([[[0.9, 0.5, -np.inf]], [[0.9, 0.7, 0.1]]], np.float32)
+    got_rows, got_scores = merge_candidates(rows, scores, 4)
+    assert got_rows.tolist() == [[2, 4, 9, 7]]  # 0.9 tie -> smaller id first
+    np.testing.assert_array_equal(got_scores, np.float32([[0.9, 0.9, 0.7, 0.5]]))
+
+
+@pytest.mark.parametrize("processes", [2, 3, 7])
+def test_host_shards_merged_equal_brute_force(processes):
+    from medr3_jax.retrieval.scann_index import HostShardedScann, ScannIndex, host_row_range, merge_candidates
+
+    rng = np.random.default_rng(processes)
+    table = rng.normal(size=(3001, 16)).astype(np.float32)
+    queries = rng.normal(size=(9, 16)).astype(np.float32)
+    ranges = [host_row_range(len(table), p, processes) for p in range(processes)]
+    assert ranges[0][0] == 0 and ranges[-1][1] == len(table)
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))  # contiguous, no gaps or overlaps
+    shards = [HostShardedScann(ScannIndex.build(table[lo:hi], row_offset=lo), len(table)) for lo, hi in ranges]
+    candidates = [s.local_candidates(queries, 10) for s in shards]  # what each host contributes
+    rows, scores = merge_candidates(np.stack([c[0] for c in candidates]), np.stack([c[1] for c in candidates]), 10)
+    want = np.argsort(-(queries @ table.T), axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(rows, want)
+    np.testing.assert_allclose(scores, np.take_along_axis(queries @ table.T, want, axis=1), rtol=1e-5)

@@ -11,11 +11,7 @@ import numpy as np
 import pytest
 
 import gin
-from medr3_jax import assets
 from medr3_jax.data.prompts import PromptStyle
-from medr3_jax.models.tokenizers import byte_tokenizer
-from medr3_jax.retrieval.corpus import read_chunks, write_chunks
-from medr3_jax.retrieval.embed import EmbedSettings, embed_corpus
 from medr3_jax.rewards import RewardWeights
 from medr3_jax.rl import PolicyLossConfig
 from medr3_jax.rollout import RolloutConfig
@@ -23,20 +19,7 @@ from medr3_jax.trainer import Checkpointer, load_params_from_checkpoint, read_sc
 from medr3_jax.trainer.checkpoints import CheckpointConfig
 from medr3_jax.trainer.loop import Experiment, run_stage
 from medr3_jax.trainer.step import OptimizerConfig, UpdateConfig
-
-GIN_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "gin")
-
-
-@pytest.fixture(scope="module")
-def byte_index(tmp_path_factory):
-    """40 sample passages embedded with MiniLM, passage store in byte tokens (the tiny policy)."""
-    root = tmp_path_factory.mktemp("byte_index")
-    passages = list(read_chunks([assets.sample_corpus_dir()]))[:40]
-    write_chunks(passages, str(root / "corpus.jsonl"))
-    settings = EmbedSettings(batch_size=16, max_len=128, passage_tokens=96)
-    embed_corpus([str(root / "corpus.jsonl")], assets.minilm_dir(), str(root / "index"), settings=settings,
-                 policy_tokenizer=byte_tokenizer())  # fmt: skip
-    return str(root / "index")
+from tests.trainer.train_cli import GIN_DIR, start_one_process
 
 
 def _experiment(sample_data_dir, byte_index, **kw):
@@ -57,11 +40,13 @@ def _final_params(stage_dir):
 
 
 def test_interrupted_run_resumes_to_the_same_parameters(tmp_path, sample_data_dir, byte_index):
+    # With a KL term: the resumed run must reload the stage's start weights as its reference.
+    kl = UpdateConfig(micro_batch=2, loss=PolicyLossConfig(kl_coef=0.1, kl_estimator="k3"))
     straight = tmp_path / "straight"
-    run_stage(_experiment(sample_data_dir, byte_index), str(straight))
+    run_stage(_experiment(sample_data_dir, byte_index, update=kl), str(straight))
     interrupted = tmp_path / "interrupted"
-    run_stage(_experiment(sample_data_dir, byte_index, num_steps=2), str(interrupted))  # "killed" after step 2
-    run_stage(_experiment(sample_data_dir, byte_index), str(interrupted))  # resumes at step 2
+    run_stage(_experiment(sample_data_dir, byte_index, num_steps=2, update=kl), str(interrupted))  # "killed" after 2
+    run_stage(_experiment(sample_data_dir, byte_index, update=kl), str(interrupted))  # resumes at step 2
     a, model_a, meta_a = _final_params(straight / "stage3")
     b, model_b, meta_b = _final_params(interrupted / "stage3")
     assert meta_a["step"] == meta_b["step"] == 3 and meta_a["data_position"] == meta_b["data_position"] == 3
@@ -71,6 +56,10 @@ def test_interrupted_run_resumes_to_the_same_parameters(tmp_path, sample_data_di
 
     scalars = read_scalars(str(straight / "stage3" / "tb"))
     assert [s for s, _ in scalars["reward/total"]] == [0, 1, 2]
+    kl_straight = [v for _, v in scalars["loss/kl"]]
+    kl_resumed = [v for _, v in read_scalars(str(interrupted / "stage3" / "tb"))["loss/kl"]]
+    assert abs(kl_straight[0]) < 1e-6 < kl_straight[2]  # the policy starts at its reference, then drifts
+    assert kl_resumed == kl_straight
     assert {"loss/total", "rollout/idle_share", "train/grad_norm", "reward/search_format"} <= set(scalars)
     audit = sorted(glob.glob(str(straight / "stage3" / "rollouts" / "*.jsonl")))
     assert len(audit) == 3
@@ -103,8 +92,6 @@ def test_stage_chaining_starts_from_the_previous_stage(tmp_path, sample_data_dir
 def test_mismatched_prompt_and_retrieval_are_refused():
     with pytest.raises(ValueError, match="retrieval goes with the 'search' prompt"):
         Experiment(prompt=PromptStyle(mode="reason"), rollout=RolloutConfig(retrieval=True))
-    with pytest.raises(ValueError, match="PolicyLossConfig.kl_coef=0.1: the train loop keeps no frozen reference"):
-        Experiment(update=UpdateConfig(loss=PolicyLossConfig(kl_coef=0.1)))
 
 
 @pytest.mark.parametrize("stage_file", ["stage1.gin", "stage2.gin", "stage3.gin", "progressive.gin"])
@@ -143,40 +130,25 @@ def test_train_cli_rejects_unknown_bindings_and_missing_files(capsys):
     assert "gin/nope.gin: no such file" in capsys.readouterr().err
 
 
-def _train_cli(workdir, sample_data_dir, byte_index, steps):
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
-    params = [f"Experiment.num_steps = {steps}", f"Experiment.data_dir = '{sample_data_dir}'",
-              f"Experiment.index_dir = '{byte_index}'", "Experiment.train_data = ('medqa:train', 'pubmedqa:train')",
-              "CheckpointConfig.every_steps = 1", "CheckpointConfig.keep = 10", "CheckpointConfig.async_save = False",
-              "OptimizerConfig.learning_rate = 1e-2", "RolloutConfig.max_response_tokens = 32"]  # fmt: skip
-    cmd = [sys.executable, "-m", "medr3_jax.train", "--gin_file", os.path.join(GIN_DIR, "stage3.gin"),
-           "--gin_file", os.path.join(GIN_DIR, "tiny.gin"), "--workdir", str(workdir)]  # fmt: skip
-    for p in params:
-        cmd += ["--gin_param", p]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
 @pytest.mark.slow
-def test_kill_9_then_the_same_command_resumes_to_the_same_parameters(tmp_path, sample_data_dir, byte_index):
+def test_kill_9_then_the_same_command_resumes_to_the_same_parameters(
+    tmp_path, sample_data_dir, byte_index, one_process_run
+):
     import signal  # noqa: PLC0415
     import time  # noqa: PLC0415
 
-    straight = _train_cli(tmp_path / "straight", sample_data_dir, byte_index, 3)
-    assert straight.wait(timeout=600) == 0, straight.stderr.read()[-3000:]
-    killed = _train_cli(tmp_path / "killed", sample_data_dir, byte_index, 3)
+    killed = start_one_process(tmp_path / "killed", sample_data_dir, byte_index, 3)
     first = tmp_path / "killed" / "stage3" / "checkpoints" / "1"
     deadline = time.time() + 600
     while not (first / "meta").exists() and killed.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     killed.send_signal(signal.SIGKILL)  # kill -9 somewhere after the first checkpoint
     killed.wait()
-    resumed = _train_cli(tmp_path / "killed", sample_data_dir, byte_index, 3)
+    resumed = start_one_process(tmp_path / "killed", sample_data_dir, byte_index, 3)
     log = resumed.communicate(timeout=600)[1]
     assert resumed.returncode == 0, log[-3000:]
     assert "resuming from its checkpoint at step" in log
-    _, model_a, meta_a = _final_params(tmp_path / "straight" / "stage3")
+    _, model_a, meta_a = _final_params(one_process_run / "stage3")
     _, model_b, meta_b = _final_params(tmp_path / "killed" / "stage3")
     assert meta_a["step"] == meta_b["step"] == 3
     for x, y in zip(jax.tree.leaves(model_a), jax.tree.leaves(model_b)):
@@ -203,3 +175,16 @@ def test_progressive_gin_runs_all_three_stages(tmp_path, sample_data_dir, byte_i
     assert "stage2/RolloutConfig.retrieval = True" in metas[1]["operative_config"]
     for stage in ("stage1", "stage2", "stage3"):
         assert (tmp_path / stage / "operative_config.gin").exists()
+
+
+def test_gin_files_resolve_inside_the_installed_package_from_any_directory(tmp_path, monkeypatch):
+    from medr3_jax import train  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)  # no gin/ here: the package's copy answers
+    gin.clear_config()
+    try:
+        assert train.parse_gin(["gin/stage3.gin", "gin/tiny.gin"], ["Experiment.num_steps = 7"]) is None
+        exp = train.stage_experiment("stage3")
+        assert (exp.model, exp.num_steps, exp.rollout.retrieval) == ("random:tiny", 7, True)
+    finally:
+        gin.clear_config()

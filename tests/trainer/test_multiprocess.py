@@ -1,0 +1,80 @@
+"""Two processes on 127.0.0.1 stand for two hosts (jax.distributed, gloo collectives). The whole
+train loop (tiny model, retrieval on, 3 steps, checkpoints, a resume in the middle) must end
+exactly where one process with the same two devices ends; and the exact retriever, its table
+split over both processes' devices, must return what one process returns."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import portpicker
+import pytest
+
+from medr3_jax.retrieval.retriever import Retriever
+from medr3_jax.trainer import load_params_from_checkpoint, read_scalars
+from tests.trainer.train_cli import run_two_processes
+
+
+def _audit_texts(stage_dir):
+    files = sorted(glob.glob(os.path.join(stage_dir, "rollouts", "*.jsonl")))
+    return [[json.loads(line)["text"] for line in open(f, encoding="utf-8")] for f in files]
+
+
+@pytest.mark.slow
+def test_two_processes_train_resume_and_equal_the_one_process_run(
+    tmp_path, sample_data_dir, byte_index, one_process_run
+):
+    work = tmp_path / "two"
+    first = run_two_processes(work, sample_data_dir, byte_index, 2, portpicker.pick_unused_port())
+    assert [rc for rc, _ in first] == [0, 0], first[0][1][-3000:] + first[1][1][-3000:]
+    second = run_two_processes(work, sample_data_dir, byte_index, 3, portpicker.pick_unused_port())
+    assert [rc for rc, _ in second] == [0, 0], second[0][1][-3000:] + second[1][1][-3000:]
+    primary_log, other_log = second[0][1], second[1][1]
+    assert "resuming from its checkpoint at step 2" in primary_log and "[stage3] step 2:" in primary_log
+    assert "[stage3] step" not in other_log  # one log for the job: process 1 reports only problems
+
+    one_model, one_meta = load_params_from_checkpoint(str(one_process_run / "stage3" / "checkpoints"))
+    two_model, two_meta = load_params_from_checkpoint(str(work / "stage3" / "checkpoints"))
+    assert one_meta["step"] == two_meta["step"] == 3 and one_meta["data_position"] == two_meta["data_position"] == 3
+    for x, y in zip(jax.tree.leaves(one_model), jax.tree.leaves(two_model), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+    one, two = read_scalars(str(one_process_run / "stage3" / "tb")), read_scalars(str(work / "stage3" / "tb"))
+    assert two["train/grad_norm"][0][1] > 0  # a real gradient crossed the processes
+    for tag in ("reward/total", "loss/total", "train/grad_norm", "loss/entropy", "rollout/response_tokens"):
+        assert one[tag] == two[tag], tag
+    assert len(glob.glob(str(work / "stage3" / "tb" / "events*"))) == 2  # process 0 only: one file per launch
+    assert _audit_texts(one_process_run / "stage3") == _audit_texts(work / "stage3")
+
+
+@pytest.mark.parametrize("backend", ["exact", "scann"])
+def test_retriever_split_over_two_processes_returns_the_single_process_top_k(byte_index, backend):
+    queries = ["first-line treatment of anaphylaxis", "warfarin reversal", "causes of community-acquired pneumonia"]
+    port = portpicker.pick_unused_port()
+    script = os.path.join(os.path.dirname(__file__), "multihost_search.py")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, script, byte_index, backend, str(port), str(i), *queries],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
+    got = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    ids, scores = Retriever(byte_index, backend="exact").search(queries, 5)  # one process, the reference
+    for g in got:  # every process ends with the same, whole-table answer
+        assert g["devices"] == 2 and g["ids"] == ids
+        np.testing.assert_allclose(np.asarray(g["scores"]), scores, rtol=1e-5)
+    if backend == "exact":
+        assert all(g["table_shards"] == 2 and g["local_shards"] == 1 for g in got)
+    else:  # each process indexed its half of the 40 rows
+        assert [g["local_rows"] for g in got] == [[0, 20], [20, 40]]

@@ -1,0 +1,58 @@
+"""`python -m medr3_jax.train` as subprocesses for the CLI-level tests: one process with two
+CPU devices, or two processes with one device each joined by jax.distributed on 127.0.0.1
+(gloo), both on the same ('data'=2) mesh, so their runs must agree."""
+
+import os
+import subprocess
+import sys
+
+GIN_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "gin")
+
+
+def train_command(workdir, sample_data_dir, index_dir, steps):
+    """The tiny stage-3 run (retrieval on) with a non-zero gradient every step: the entropy
+    bonus moves the weights even when a group's rewards tie (zero advantages)."""
+    params = [f"Experiment.num_steps = {steps}", f"Experiment.data_dir = '{sample_data_dir}'",
+              f"Experiment.index_dir = '{index_dir}'", "Experiment.train_data = ('medqa:train', 'pubmedqa:train')",
+              "Experiment.mesh = 'data=-1'", "CheckpointConfig.every_steps = 1", "CheckpointConfig.keep = 10",
+              "CheckpointConfig.async_save = False", "OptimizerConfig.learning_rate = 1e-2",
+              "PolicyLossConfig.entropy_coef = 0.01", "RolloutConfig.max_response_tokens = 32"]  # fmt: skip
+    cmd = [sys.executable, "-m", "medr3_jax.train", "--gin_file", os.path.join(GIN_DIR, "stage3.gin"),
+           "--gin_file", os.path.join(GIN_DIR, "tiny.gin"), "--workdir", str(workdir)]  # fmt: skip
+    for p in params:
+        cmd += ["--gin_param", p]
+    return cmd
+
+
+def _env(devices):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def start_one_process(workdir, sample_data_dir, index_dir, steps):
+    """One process, two CPU devices."""
+    cmd = train_command(workdir, sample_data_dir, index_dir, steps)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(2))
+
+
+def run_two_processes(workdir, sample_data_dir, index_dir, steps, port, timeout=600):
+    """Two processes with one CPU device each; returns (returncode, stderr) per process."""
+    cmd = train_command(workdir, sample_data_dir, index_dir, steps)
+    procs = [
+        subprocess.Popen(
+            cmd + ["--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2", "--process_id", str(i)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(1),
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    try:
+        logs = [p.communicate(timeout=timeout)[1] for p in procs]
+        return [(p.returncode, log) for p, log in zip(procs, logs)]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
