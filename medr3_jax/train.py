@@ -23,7 +23,7 @@ from medr3_jax.rollout import RolloutConfig
 from medr3_jax.sampling import SamplingParams
 from medr3_jax.sharding import initialize, is_primary
 from medr3_jax.trainer.checkpoints import CheckpointConfig
-from medr3_jax.trainer.loop import Experiment, run_stage
+from medr3_jax.trainer.loop import Experiment, refuse_remote_path, run_stage
 from medr3_jax.trainer.step import OptimizerConfig, UpdateConfig
 
 log = logging.getLogger("medr3_jax.train")
@@ -127,10 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if error:
         print(error, file=sys.stderr)
         return 2
+    workdir = args.workdir or DEFAULT_WORKDIR
+    try:
+        refuse_remote_path("--workdir", workdir)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     initialize(args.coordinator_address, args.num_processes, args.process_id)
     if not is_primary():  # one log for the whole job: the other processes report only problems
         logging.getLogger().setLevel(logging.WARNING)
-    workdir = args.workdir or DEFAULT_WORKDIR
     log.info("workdir: %s", os.path.abspath(workdir))
     os.makedirs(workdir, exist_ok=True)
     if is_primary():

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tpu/launch.sh: start `python -m medr3_jax.train` on every worker at once (JAX multi-controller:
 # each host runs the same program; jax.distributed finds its peers on TPU by itself).
-#   tpu/launch.sh --name medr3 --zone us-central2-b --workdir gs://my-bucket/runs/llama-s3 \
+#   tpu/launch.sh --name medr3 --zone us-central2-b --workdir /mnt/gcs/runs/llama-s3 \
 #       --gin_file=gin/stage3.gin --gin_file=gin/models/llama3_1_8b_instruct.gin \
 #       --gin_file=gin/mesh/v4_32.gin --gin_param="MODEL_DIR='/data/Llama-3.1-8B-Instruct'"
 # Each worker runs it under nohup, appending to ~/medr3_jax_logs/train.log on its own disk.

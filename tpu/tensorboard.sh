@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tpu/tensorboard.sh: run TensorBoard on worker 0 over a training workdir and forward its port
 # here; open http://localhost:6006. Ctrl-C stops both.
-#   tpu/tensorboard.sh --name medr3 --zone us-central2-b --workdir gs://my-bucket/runs/llama-s3
+#   tpu/tensorboard.sh --name medr3 --zone us-central2-b --workdir /mnt/gcs/runs/llama-s3
 set -euo pipefail
 PROG=tensorboard.sh
 # shellcheck source-path=SCRIPTDIR source=common.sh

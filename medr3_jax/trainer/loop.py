@@ -31,6 +31,7 @@ from medr3_jax.data.records import QARecord
 from medr3_jax.models.loading import load_model
 from medr3_jax.models.tokenizers import STOP_STRINGS, THINK_OPEN, Tokenizer
 from medr3_jax.rewards import GraphReward, Judge, Outcome, RewardWeights, score
+from medr3_jax.rewards.shared_judge import ProcessShardedJudge
 from medr3_jax.rl import group_advantages
 from medr3_jax.rollout import Rollout, RolloutConfig, RolloutEngine
 from medr3_jax.rollout import protocol as P
@@ -81,8 +82,21 @@ class Experiment:
                 f"{self.stage}: RolloutConfig.retrieval={self.rollout.retrieval} but PromptStyle.mode={self.prompt.mode!r}; "
                 "retrieval goes with the 'search' prompt, no retrieval with 'reason'"
             )
+        for knob in ("model", "init_from", "data_dir", "index_dir"):
+            refuse_remote_path(f"Experiment.{knob}", getattr(self, knob))
         if self.num_steps < 1 or self.prompts_per_step < 1:
             raise ValueError(f"{self.stage}: num_steps and prompts_per_step must be >= 1")
+
+
+def refuse_remote_path(knob: str, value: str | None) -> None:
+    """Paths are local files here: a URL (gs://, s3://, ...) gets an error naming the knob and the
+    workaround, instead of a directory called 'gs:' under the current one."""
+    if value and "://" in value:
+        raise ValueError(
+            f"{knob}={value!r}: remote URLs are not read directly yet; copy it to local disk "
+            "(tpu/stage_data.sh does, on every worker) or mount the bucket with Cloud Storage FUSE "
+            "(gcsfuse) at the same path on every host and pass that path"
+        )
 
 
 def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> str:
@@ -107,7 +121,10 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
     sampler = Sampler(nnx.merge(policy.graphdef, policy.params), tokenizer, stop_strings=STOP_STRINGS,
                       max_new_tokens=exp.rollout.max_response_tokens, mesh=mesh)  # fmt: skip
     engine = RolloutEngine(sampler, retriever, exp.rollout)
-    graph = GraphReward(exp.judge, retriever.encode_queries if retriever else _no_embed) if exp.rewards.graph else None
+    judge = exp.judge
+    if judge is not None and jax.process_count() > 1:  # every host scores the same rows: ask each prompt once
+        judge = ProcessShardedJudge(judge)
+    graph = GraphReward(judge, retriever.encode_queries if retriever else _no_embed) if exp.rewards.graph else None
     writer = MetricWriter(os.path.join(stage_dir, "tb"))
     if operative_config:
         writer.text(start, "config/operative", operative_config)
@@ -120,7 +137,7 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
         t1 = time.perf_counter()
         rows = [r for r in batch.records for _ in range(exp.rollout.group_size)]
         scored = score(_outcomes(rollout, batch.prompts, tokenizer, exp.rollout.group_size), rows, exp.rewards,
-                       retrieval=exp.rollout.retrieval, judge=exp.judge, graph=graph)  # fmt: skip
+                       retrieval=exp.rollout.retrieval, judge=judge, graph=graph)  # fmt: skip
         advantages = group_advantages(scored.totals, rollout.group_ids, len(batch.records))
         t2 = time.perf_counter()
         train = policy.update(_train_batch(rollout, np.asarray(advantages)), seed=step)

@@ -1,6 +1,7 @@
 """One of two processes (jax.distributed on 127.0.0.1): the retriever across hosts — exact:
 the table split by rows over both processes' devices; scann: one share of the rows per process,
-candidates merged. Process 0 prints the ids and scores as JSON.
+candidates merged; then a ProcessShardedJudge over an echo judge that names the process that
+answered. Each process prints the ids, scores and judge replies as JSON.
 
     python tests/trainer/multihost_search.py INDEX_DIR BACKEND PORT PROCESS_ID QUERY...
 """
@@ -27,7 +28,15 @@ def main(index_dir: str, backend: str, port: str, process_id: str, *queries: str
         }
     else:
         where = {"local_rows": [dense.local.row_offset, dense.local.row_offset + dense.local.num_rows]}
-    out = {"ids": ids, "scores": scores.tolist(), "devices": jax.device_count(), "process": jax.process_index()}
+    from medr3_jax.rewards.shared_judge import ProcessShardedJudge  # noqa: PLC0415
+
+    class EchoJudge:
+        def complete(self, prompts):
+            return [None if "fail" in p else f"{p} ✓ by {jax.process_index()}" for p in prompts]
+
+    replies = ProcessShardedJudge(EchoJudge()).complete([*queries, "fail", "é"])
+    out = {"ids": ids, "scores": scores.tolist(), "devices": jax.device_count(), "process": jax.process_index(),
+           "judge": replies}  # fmt: skip
     print(json.dumps(out | where))
 
 

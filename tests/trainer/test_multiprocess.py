@@ -1,7 +1,8 @@
 """Two processes on 127.0.0.1 stand for two hosts (jax.distributed, gloo collectives). The whole
 train loop (tiny model, retrieval on, 3 steps, checkpoints, a resume in the middle) must end
-exactly where one process with the same two devices ends; and the exact retriever, its table
-split over both processes' devices, must return what one process returns."""
+exactly where one process with the same two devices ends; the retriever split across both
+processes (exact: rows over their devices; scann: a share of rows each, candidates merged)
+must return what one process returns; the process-sharded judge asks each prompt once."""
 
 import glob
 import json
@@ -74,6 +75,9 @@ def test_retriever_split_over_two_processes_returns_the_single_process_top_k(byt
     for g in got:  # every process ends with the same, whole-table answer
         assert g["devices"] == 2 and g["ids"] == ids
         np.testing.assert_allclose(np.asarray(g["scores"]), scores, rtol=1e-5)
+    prompts = [*queries, "fail", "é"]  # the judge: each prompt asked on one process, replies everywhere
+    want = [None if p == "fail" else f"{p} ✓ by {i % 2}" for i, p in enumerate(prompts)]
+    assert got[0]["judge"] == got[1]["judge"] == want
     if backend == "exact":
         assert all(g["table_shards"] == 2 and g["local_shards"] == 1 for g in got)
     else:  # each process indexed its half of the 40 rows

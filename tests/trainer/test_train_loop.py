@@ -188,3 +188,16 @@ def test_gin_files_resolve_inside_the_installed_package_from_any_directory(tmp_p
         assert (exp.model, exp.num_steps, exp.rollout.retrieval) == ("random:tiny", 7, True)
     finally:
         gin.clear_config()
+
+
+def test_remote_urls_are_refused_with_the_knob_and_the_workaround(capsys):
+    from medr3_jax import train  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match=r"Experiment.data_dir='gs://bucket/tfds'.*gcsfuse"):
+        Experiment(data_dir="gs://bucket/tfds")
+    gin.clear_config()
+    try:
+        assert train.main(["--gin_file", os.path.join(GIN_DIR, "stage3.gin"), "--workdir", "gs://bucket/run"]) == 2
+    finally:
+        gin.clear_config()
+    assert "--workdir='gs://bucket/run'" in capsys.readouterr().err
