@@ -285,15 +285,22 @@ def load_encoder_tokenizer(path: str) -> Any:
 
 
 def encoder_inputs(
-    tokenizer: Any, texts: Sequence[str], *, max_len: int, prefix: str = ""
+    tokenizer: Any, texts: Sequence[str], *, max_len: int, prefix: str = "", buckets: Sequence[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """tokens, mask [B,max_len] from a `tokenizers.Tokenizer` with BERT's [CLS]/[SEP] post-processor;
-    longer texts are truncated (keeping [SEP])."""
-    tokens = np.zeros((len(texts), max_len), np.int32)
-    mask = np.zeros((len(texts), max_len), bool)
-    for b, text in enumerate(texts):
+    """tokens, mask [B,W] from a `tokenizers.Tokenizer` with BERT's [CLS]/[SEP] post-processor;
+    texts longer than max_len are truncated (keeping [SEP]). W = max_len, or with `buckets` the
+    smallest bucket that holds the longest text (at most max_len): short queries then cost a
+    short forward, with one compiled shape per bucket."""
+    rows = []
+    for text in texts:
         ids = tokenizer.encode(prefix + text, add_special_tokens=True).ids
-        if len(ids) > max_len:
-            ids = ids[: max_len - 1] + ids[-1:]
+        rows.append(ids[: max_len - 1] + ids[-1:] if len(ids) > max_len else ids)
+    width = max_len
+    if buckets:
+        longest = max((len(r) for r in rows), default=1)
+        width = min([b for b in sorted(buckets) if b >= longest] + [max_len])
+    tokens = np.zeros((len(texts), width), np.int32)
+    mask = np.zeros((len(texts), width), bool)
+    for b, ids in enumerate(rows):
         tokens[b, : len(ids)], mask[b, : len(ids)] = ids, True
     return tokens, mask

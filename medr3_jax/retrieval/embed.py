@@ -36,6 +36,7 @@ from medr3_jax.retrieval.corpus import Passage, chunk_files, read_chunks
 
 log = logging.getLogger("medr3_jax.retrieval.embed")
 DTYPES = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
+PASSAGE_BUCKETS = (64, 128, 256, 512)  # a batch is padded to the smallest that holds its longest passage
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -79,7 +80,9 @@ class _Embedder:
             batch = list(texts[lo : lo + s.batch_size])
             real = len(batch)
             batch += [""] * (s.batch_size - real)  # one shape: one compile
-            tokens, mask = encoder_inputs(self.tokenizer, batch, max_len=s.max_len, prefix=prefix)
+            tokens, mask = encoder_inputs(
+                self.tokenizer, batch, max_len=s.max_len, prefix=prefix, buckets=PASSAGE_BUCKETS
+            )
             if self.mesh is not None:
                 spec = NamedSharding(self.mesh, jax.sharding.PartitionSpec(self.mesh.axis_names))
                 tokens, mask = jax.device_put(tokens, spec), jax.device_put(mask, spec)

@@ -28,6 +28,9 @@ from medr3_jax.retrieval.embed import style_overrides
 from medr3_jax.retrieval.exact import ExactIndex
 
 Backend = Literal["exact", "scann", "bm25", "fusion"]
+# Query batches are padded to the smallest of these that holds their longest query (capped at the
+# index's query_max_len): policy queries are short, and padding them to 256 made encoding 5x slower.
+QUERY_BUCKETS = (16, 32, 64, 128, 256, 512)
 
 
 class Retriever:
@@ -109,8 +112,9 @@ class Retriever:
         settings = self.manifest["settings"]
         width = settings.get("query_max_len") or settings["max_len"]
         tokens, mask = encoder_inputs(
-            self._tokenizer, list(queries), max_len=width, prefix=self._encoder.config.query_prefix
-        )
+            self._tokenizer, list(queries), max_len=width, prefix=self._encoder.config.query_prefix,
+            buckets=QUERY_BUCKETS,
+        )  # fmt: skip
         return np.asarray(self._embed(self._encoder, tokens, mask))
 
     def search(self, queries: Sequence[str], k: int) -> tuple[list[list[str]], np.ndarray]:

@@ -75,3 +75,18 @@ def test_not_a_bert_directory(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(ValueError, match="not a BERT encoder"):
         EncoderConfig.from_hf_dir(str(tmp_path))
+
+
+def test_bucketed_padding_is_narrower_and_gives_the_same_vectors(minilm):
+    path, tok = minilm
+    encoder = load_encoder(path)
+    short = ["chest pain", "warfarin reversal with vitamin K"]
+    full_tokens, full_mask = encoder_inputs(tok, short, max_len=256)
+    tokens, mask = encoder_inputs(tok, short, max_len=256, buckets=(16, 32, 64))
+    assert tokens.shape == (2, 16) and (tokens == full_tokens[:, :16]).all() and not full_mask[:, 16:].any()
+    np.testing.assert_allclose(np.asarray(encoder.embed(tokens, mask)), np.asarray(encoder.embed(full_tokens, full_mask)),
+                               atol=1e-5)  # fmt: skip
+    # the longest text picks the bucket; nothing longer than max_len, truncation keeps [SEP]
+    assert encoder_inputs(tok, ["word " * 40], max_len=256, buckets=(16, 32, 64))[0].shape == (1, 64)
+    capped, _ = encoder_inputs(tok, ["word " * 300], max_len=48, buckets=(16, 32, 64))
+    assert capped.shape == (1, 48) and capped[0, -1] == full_tokens[0, mask[0].sum() - 1]  # [SEP]
