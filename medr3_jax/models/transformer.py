@@ -176,26 +176,36 @@ def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
     return _ungroup(jnp.einsum("BKQS,BKSH->BKQH", probs, vt), t)
 
 
-def blockwise_attention(q: Array, k: Array, v: Array, mask: Array, live: Array) -> Array:
+def blockwise_attention(q: Array, k: Array, v: Array, mask: Array, live: Array, layer: Array | None = None) -> Array:
     """Attention over the first `live` cache slots only, KV_BLOCK at a time (online softmax).
 
     q [B,T,N,H], k/v [B,S,K,H] with S a multiple of KV_BLOCK, mask [B,T,S], live: int32 scalar.
-    The loop runs ceil(live / KV_BLOCK) times, so a decode step reads the live part of the
-    cache, not all S slots. Equal to `attention` up to f32 rounding (masked entries score
-    finfo.min, so a row whose first blocks are all padding is reset by its first real block).
+    With `layer`, k/v are the whole cache [L,B,S,K,H] and each block is read straight from that
+    layer's slice (no copy of the layer's whole [B,S,K,H] cache per step). The loop runs
+    ceil(live / KV_BLOCK) times, so a decode step reads the live part of the cache, not all S
+    slots. Equal to `attention` up to f32 rounding (masked entries score finfo.min, so a row
+    whose first blocks are all padding is reset by its first real block).
     """
     b, t, n, h = q.shape
-    kv, s = k.shape[2], k.shape[1]
+    kv, s = k.shape[-2], k.shape[-3]
     if s % KV_BLOCK:
         raise ValueError(f"cache length {s} is not a multiple of KV_BLOCK={KV_BLOCK}")
     qg = _group_queries(q, kv) * jnp.asarray(h**-0.5, q.dtype)
     gmask = _group_mask(mask, n // kv)
     low = jnp.finfo(jnp.float32).min
 
+    def read(cache: Array, j: Array) -> Array:  # block j as [B,K,KV_BLOCK,H], in q's dtype
+        if layer is None:
+            part = jax.lax.dynamic_slice_in_dim(cache, j * KV_BLOCK, KV_BLOCK, axis=1)
+        else:
+            zero = jnp.zeros((), jnp.int32)
+            start = (layer.astype(jnp.int32), zero, (j * KV_BLOCK).astype(jnp.int32), zero, zero)
+            part = jax.lax.dynamic_slice(cache, start, (1, b, KV_BLOCK, kv, h))[0]
+        return jnp.einsum("BSKH->BKSH", part.astype(q.dtype))
+
     def block(j, carry):
         m, denom, acc = carry
-        kb = jnp.einsum("BSKH->BKSH", jax.lax.dynamic_slice_in_dim(k, j * KV_BLOCK, KV_BLOCK, axis=1))
-        vb = jnp.einsum("BSKH->BKSH", jax.lax.dynamic_slice_in_dim(v, j * KV_BLOCK, KV_BLOCK, axis=1))
+        kb, vb = read(k, j), read(v, j)
         mb = jax.lax.dynamic_slice_in_dim(gmask, j * KV_BLOCK, KV_BLOCK, axis=3)
         scores = jnp.einsum("BKQH,BKSH->BKQS", qg, kb, preferred_element_type=jnp.float32)
         scores = jnp.where(mb, scores, low)
@@ -203,7 +213,7 @@ def blockwise_attention(q: Array, k: Array, v: Array, mask: Array, live: Array) 
         correction = jnp.exp(m - m_new)
         probs = jnp.exp(scores - m_new[..., None])
         denom = denom * correction + probs.sum(axis=-1)
-        pv = jnp.einsum("BKQS,BKSH->BKQH", probs.astype(v.dtype), vb, preferred_element_type=jnp.float32)
+        pv = jnp.einsum("BKQS,BKSH->BKQH", probs.astype(q.dtype), vb, preferred_element_type=jnp.float32)
         return m_new, denom, acc * correction[..., None] + pv
 
     rows = (b, kv, (n // kv) * t)
@@ -245,7 +255,7 @@ def _decoder_layer(
         cache_k = cache_k.at[layer, rows, where].set(k.astype(cache_k.dtype), mode="drop")
         cache_v = cache_v.at[layer, rows, where].set(v.astype(cache_v.dtype), mode="drop")
         new_kv = (cache_k, cache_v)
-        attn = blockwise_attention(q, cache_k[layer].astype(dt), cache_v[layer].astype(dt), mask, live)
+        attn = blockwise_attention(q, cache_k, cache_v, mask, live, layer=layer)
     else:
         attn = attention(q, k.astype(dt), v.astype(dt), mask)
     x = x + jnp.einsum("BTNH,NHD->BTD", attn, p["o_proj"].astype(dt))
