@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-pytest.importorskip("faiss", reason="faiss-cpu is a bench-only extra (pip install .[bench])")
+pytest.importorskip("faiss", reason="faiss-cpu comes with the test and bench extras (pip install -e .[test])")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
