@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from medr3_jax.sharding.distributed import gather_from_processes
+
 BRUTE_FORCE_BELOW = 20_000  # rows; below this an exact scan is as fast and needs no training
 
 
@@ -133,12 +135,6 @@ def merge_candidates(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.n
     return np.take_along_axis(flat_rows, order, axis=1), np.take_along_axis(flat_scores, order, axis=1)
 
 
-def _process_allgather(x: np.ndarray) -> np.ndarray:
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-
-    return np.asarray(multihost_utils.process_allgather(x))  # [P, ...]
-
-
 class HostShardedScann:
     """One ScaNN index per process over its share of the rows (`host_row_range`); `search`
     runs on every process with the same queries (the train loop's replicated host side),
@@ -149,7 +145,7 @@ class HostShardedScann:
         local: ScannIndex | None,
         num_rows: int,
         process_count: int = 1,
-        gather: Callable[[np.ndarray], np.ndarray] = _process_allgather,
+        gather: Callable[[np.ndarray], np.ndarray] = gather_from_processes,
     ):
         self.local, self.num_rows, self.process_count, self._gather = local, num_rows, process_count, gather
 

@@ -4,9 +4,9 @@ are all-gathered, so a multi-host run (every host scores the same rows) sends ea
     judge = ProcessShardedJudge(HTTPJudge(...))        # what run_stage does on several processes
     replies = judge.complete(prompts)                 # the same full list on every process
 
-`gather(array) -> [P, ...]` is JAX's `process_allgather` by default (a collective: every
-process must call `complete` with the same prompts, as the train loop's replicated host side
-does). The inner judge's `stats` count this process's share only.
+`gather(array) -> [P, ...]` is `sharding.gather_from_processes` by default (a collective:
+every process must call `complete` with the same prompts, as the train loop's replicated host
+side does). The inner judge's `stats` count this process's share only.
 """
 
 from __future__ import annotations
@@ -16,14 +16,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from medr3_jax.rewards.judge import Judge
+from medr3_jax.sharding.distributed import gather_from_processes
 
 _FAILED = -1  # length marker of a None reply
-
-
-def _process_allgather(x: np.ndarray) -> np.ndarray:
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-
-    return np.asarray(multihost_utils.process_allgather(x))
 
 
 class ProcessShardedJudge:
@@ -34,7 +29,7 @@ class ProcessShardedJudge:
         inner: Judge,
         process_index: int | None = None,
         process_count: int | None = None,
-        gather: Callable[[np.ndarray], np.ndarray] = _process_allgather,
+        gather: Callable[[np.ndarray], np.ndarray] = gather_from_processes,
     ):
         import jax  # noqa: PLC0415
 

@@ -149,11 +149,16 @@ def to_host(array: Any) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
+def gather_from_processes(x: np.ndarray) -> np.ndarray:
+    """Every process's `x` (same shape and dtype on all), stacked: [processes, ...]. A collective."""
+    return np.asarray(multihost_utils.process_allgather(x))
+
+
 def all_processes(flag: bool) -> bool:
     """True only if `flag` is True on every process (a collective; one process: `flag`)."""
     if jax.process_count() == 1:
         return bool(flag)
-    return bool(np.all(multihost_utils.process_allgather(np.int32(flag))))
+    return bool(np.all(gather_from_processes(np.int32(flag))))
 
 
 def sync(name: str) -> None:
