@@ -4,9 +4,17 @@ roofline, and the cost of appending retrieved passages vs re-prefilling. Prints 
     .venv/bin/python bench/sampler.py                  # SmolLM2-135M on CPU vs HF (torch CPU)
     .venv/bin/python bench/sampler.py --real_sizes     # Qwen2.5-1.5B / LLaMA-3.2-1B shapes, random
                                                        # bf16 weights, batch 64-256 (for one GPU)
+    python bench/sampler.py --real_sizes --hf --budget_s 300 --out result.json   # on a GPU machine
+
+`--real_sizes --hf` compares with transformers `generate` on the same device (random weights of
+the same shapes, bf16); `--variants` times the implementation switches of the cached decoder
+(`ModelConfig.cache_attention`, `layer_unroll`) at one batch size; `--budget_s` starts no new
+measurement after that many seconds (the JSON says what was skipped) and `--out` rewrites the
+JSON after every measurement, so a run cut short still reports what it measured.
 
 Decoding runs with EOS disabled so every row generates exactly `--new_tokens` tokens on both
-sides; times include prefill and exclude compilation (a warm-up call of the same shapes).
+sides; times include prefill and exclude compilation (a warm-up call of the same shapes), and
+prefill and decode are also reported apart.
 """
 
 from __future__ import annotations
@@ -21,44 +29,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from peers import hf_random_model, synchronize  # bench/peers.py (scripts run with bench/ on sys.path)
 
-from medr3_jax.models.config import ModelConfig, RopeScaling
+from medr3_jax.models.config import PRESETS, ModelConfig
 from medr3_jax.models.transformer import Decoder
 from medr3_jax.sampling import GREEDY, Sampler
 
-# Real shapes for the accelerator run (from the models' config.json).
-REAL_SHAPES = {
-    "qwen2_5_1_5b": ModelConfig(
-        family="qwen2",
-        vocab_size=151936,
-        hidden_size=1536,
-        intermediate_size=8960,
-        num_layers=28,
-        num_heads=12,
-        num_kv_heads=2,
-        head_dim=128,
-        rms_norm_eps=1e-6,
-        rope_theta=1e6,
-        qkv_bias=True,
-        tie_word_embeddings=True,
-        max_position_embeddings=32768,
-    ),
-    "llama3_2_1b": ModelConfig(
-        family="llama",
-        vocab_size=128256,
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_layers=16,
-        num_heads=32,
-        num_kv_heads=8,
-        head_dim=64,
-        rms_norm_eps=1e-5,
-        rope_theta=500000.0,
-        rope_scaling=RopeScaling(rope_type="llama3", factor=32.0, original_max_position_embeddings=8192),
-        tie_word_embeddings=True,
-        max_position_embeddings=131072,
-    ),
-}
+# Real shapes for the accelerator run (model presets, from the models' config.json).
+REAL_SHAPES = ("qwen2_5_1_5b", "llama3_2_1b")
 
 
 def _time(fn, repeats: int = 1) -> float:
@@ -77,7 +55,7 @@ def machine_roofline() -> dict[str, float]:
     total(big).block_until_ready()
     bandwidth = big.nbytes / _time(lambda: total(big), 3)
     dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-    a = jnp.ones((4096, 4096), dtype)
+    a = jax.random.normal(jax.random.key(0), (4096, 4096), dtype)  # not ones: constant data runs faster
     mm = jax.jit(lambda x: x @ x)
     mm(a).block_until_ready()
     flops = 2 * 4096**3 / _time(lambda: mm(a), 3)
@@ -96,13 +74,35 @@ def decode_bound(config: ModelConfig, batch: int, context: float, roof: dict[str
     return batch / seconds
 
 
-def ours_tokens_per_s(sampler: Sampler, prompts: list[list[int]], new_tokens: int) -> float:
-    run = lambda: sampler.decode(sampler.start(prompts, max_new_tokens=new_tokens), GREEDY, steps=new_tokens)[1].tokens  # noqa: E731
-    run()  # compile
-    return len(prompts) * new_tokens / _time(run)
+def ours_timed(
+    sampler: Sampler, prompts: list[list[int]], new_tokens: int, cache_len: int | None = None
+) -> dict[str, float]:
+    """Tokens/s of prefill + decode (compiled beforehand), and the two parts apart."""
+
+    def once() -> tuple[float, float]:
+        start = time.perf_counter()
+        state = sampler.start(prompts, max_new_tokens=new_tokens, cache_len=cache_len)
+        jax.block_until_ready(state.cache.k)
+        prefilled = time.perf_counter()
+        _, out = sampler.decode(state, GREEDY, steps=new_tokens)  # returns host arrays: synced
+        if not (out.num_tokens == new_tokens).all():
+            raise RuntimeError(f"rows stopped early: {out.num_tokens.tolist()} (EOS must be disabled)")
+        return prefilled - start, time.perf_counter() - prefilled
+
+    start = time.perf_counter()
+    once()
+    first_call = time.perf_counter() - start
+    prefill, decode = min((once() for _ in range(2)), key=sum)
+    return {
+        "ours_tok_s": len(prompts) * new_tokens / (prefill + decode),
+        "prefill_s": prefill,
+        "decode_step_ms": 1e3 * decode / new_tokens,
+        "first_call_s": first_call,  # compilation included
+    }
 
 
 def hf_tokens_per_s(hf_model, prompts: list[list[int]], new_tokens: int, pad_id: int) -> float:
+    """transformers `generate` (greedy, its default dynamic cache) on the model's device."""
     import torch  # noqa: PLC0415
 
     width = max(map(len, prompts))
@@ -110,6 +110,7 @@ def hf_tokens_per_s(hf_model, prompts: list[list[int]], new_tokens: int, pad_id:
     attn = torch.zeros_like(ids)
     for b, p in enumerate(prompts):
         ids[b, width - len(p) :], attn[b, width - len(p) :] = torch.tensor(p), 1
+    ids, attn = ids.to(hf_model.device), attn.to(hf_model.device)
     kwargs = dict(
         attention_mask=attn, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad_id
     )
@@ -117,8 +118,12 @@ def hf_tokens_per_s(hf_model, prompts: list[list[int]], new_tokens: int, pad_id:
         hf_model.generate(
             ids[:, :8], attention_mask=attn[:, :8], max_new_tokens=2, do_sample=False, pad_token_id=pad_id
         )
+        synchronize(hf_model)
         start = time.perf_counter()
-        hf_model.generate(ids, **kwargs)
+        out = hf_model.generate(ids, **kwargs)
+        synchronize(hf_model)
+    if out.shape[1] != width + new_tokens:
+        raise RuntimeError(f"transformers generated {out.shape[1] - width} tokens, not {new_tokens}")
     return len(prompts) * new_tokens / (time.perf_counter() - start)
 
 
@@ -190,13 +195,14 @@ def bench_smollm2(args) -> dict:
     rows = []
     for batch in args.batches:
         prompts = [prompt] * batch
-        ours = ours_tokens_per_s(sampler, prompts, args.new_tokens)
+        timed = ours_timed(sampler, prompts, args.new_tokens)
+        ours = timed["ours_tok_s"]
         theirs = hf_tokens_per_s(hf, prompts, args.new_tokens, tok.pad_id)
         bound = decode_bound(model.config, batch, len(prompt) + args.new_tokens / 2, roof)
         rows.append(
-            {
-                "batch": batch,
-                "ours_tok_s": ours,
+            {"batch": batch}
+            | timed
+            | {
                 "hf_tok_s": theirs,
                 "speedup_vs_hf": ours / theirs,
                 "roofline_tok_s": bound,
@@ -208,29 +214,99 @@ def bench_smollm2(args) -> dict:
     return {"model": "SmolLM2-135M-Instruct (f32)", "roofline": roof, "decode": rows, "append_vs_reprefill": append}
 
 
-def bench_real_sizes(args) -> dict:
+class Budget:
+    """Stops starting measurements after `seconds`; rewrites the JSON at `out` after each one."""
+
+    def __init__(self, seconds: float | None, out: str | None, result: dict):
+        self.deadline = time.monotonic() + seconds if seconds else float("inf")
+        self.out, self.result = out, result
+        self.skipped: list[str] = []
+
+    def allows(self, what: str) -> bool:
+        if time.monotonic() < self.deadline:
+            return True
+        self.skipped.append(what)
+        self.result["skipped_over_budget"] = self.skipped
+        self.save()
+        return False
+
+    def save(self) -> None:
+        if self.out:
+            with open(self.out, "w", encoding="utf-8") as fh:
+                json.dump(self.result, fh, indent=1)
+
+
+def parse_variant(spec: str, num_layers: int) -> dict:
+    """'dense/all' -> {"cache_attention": "dense", "layer_unroll": num_layers}."""
+    attn, _, unroll = spec.partition("/")
+    return {"cache_attention": attn, "layer_unroll": num_layers if unroll == "all" else int(unroll or 1)}
+
+
+def real_config(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise SystemExit(f"--models: unknown preset {name!r}; known: {sorted(PRESETS)}")
+    dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"  # bf16 on CPU is slow
+    return PRESETS[name].replace(param_dtype=dtype, compute_dtype=dtype)
+
+
+def bench_real_sizes(args, result: dict) -> dict:
+    """For each model of `args.models`: the batch sweep (ours, and transformers with --hf), then
+    append vs re-prefill, then the implementation variants at `args.variant_batch` — in that
+    order of importance across models, so a budget cuts the least important first."""
     from medr3_jax.models.tokenizers import byte_tokenizer  # noqa: PLC0415
 
     tok = byte_tokenizer()  # random weights: the sampler needs pad/eos ids only, no vocabulary
-    roof = machine_roofline()
-    out = {"roofline": roof, "models": {}}
+    budget = Budget(args.budget_s, args.out, result)
+    result["roofline"] = roof = machine_roofline()
+    result["models"] = {}
     rng = np.random.default_rng(0)
-    for name, config in REAL_SHAPES.items():
-        config = config.replace(param_dtype="bfloat16", compute_dtype="bfloat16")
-        model = Decoder(config, rngs=nnx.Rngs(0))
+    n = args.prompt_len
+    random_prompts = lambda config, batch: [rng.integers(0, config.vocab_size, n).tolist() for _ in range(batch)]  # noqa: E731
+    models = {}
+    for name in args.models:
+        config = real_config(name)
+        models[name] = model = Decoder(config, rngs=nnx.Rngs(0))
         sampler = Sampler(model, tok, max_new_tokens=args.new_tokens, eos_ids=())
-        rows = []
+        entry = result["models"][name] = {"params": config.num_params, "decode": []}
+        hf = hf_random_model(config) if args.hf else None
         for batch in args.batches:
-            prompts = [rng.integers(0, 150000, 200).tolist() for _ in range(batch)]
-            ours = ours_tokens_per_s(sampler, prompts, args.new_tokens)
-            bound = decode_bound(config, batch, 200 + args.new_tokens / 2, roof)
-            rows.append(
-                {"batch": batch, "ours_tok_s": ours, "roofline_tok_s": bound, "ours_share_of_roofline": ours / bound}
-            )
-        append = append_rows(model, tok, prompts[0][:200], args)
-        out["models"][name] = {"decode": rows, "append_vs_reprefill": append}
-        del model, sampler
-    return out
+            if not budget.allows(f"{name} batch {batch}"):
+                break
+            prompts = random_prompts(config, batch)
+            row = {"batch": batch} | ours_timed(sampler, prompts, args.new_tokens, args.cache_len)
+            bound = decode_bound(config, batch, n + args.new_tokens / 2, roof)
+            row |= {
+                "roofline_tok_s": bound,
+                "ours_share_of_roofline": row["ours_tok_s"] / bound,
+                "decode_share_of_roofline": batch / (row["decode_step_ms"] / 1e3) / bound,
+            }
+            if hf is not None:
+                row["hf_tok_s"] = hf_tokens_per_s(hf, prompts, args.new_tokens, tok.pad_id)
+                row["speedup_vs_hf"] = row["ours_tok_s"] / row["hf_tok_s"]
+            entry["decode"].append(row)
+            budget.save()
+        del hf, sampler
+    for name, model in models.items():
+        if args.append_chunks and budget.allows(f"{name} append"):
+            prompt = random_prompts(model.config, 1)[0]
+            result["models"][name]["append_vs_reprefill"] = append_rows(model, tok, prompt, args)
+            budget.save()
+    for name, model in models.items():
+        variants = result["models"][name]["variants"] = []
+        for spec in args.variants:
+            impl = parse_variant(spec, model.config.num_layers)
+            variant = Decoder(model.config.replace(**impl), rngs=nnx.Rngs(0))
+            nnx.update(variant, nnx.state(model, nnx.Param))
+            sampler = Sampler(variant, tok, max_new_tokens=args.new_tokens, eos_ids=())
+            for batch in args.variant_batches:
+                if not budget.allows(f"{name} variant {spec} batch {batch}"):
+                    break
+                prompts = random_prompts(model.config, batch)
+                timed = ours_timed(sampler, prompts, args.new_tokens, args.cache_len)
+                variants.append({"variant": spec, "batch": batch, "cache_len": args.cache_len} | impl | timed)
+                budget.save()
+            del variant, sampler
+    return result
 
 
 def main() -> None:
@@ -240,21 +316,38 @@ def main() -> None:
     parser.add_argument("--new_tokens", type=int, default=128)
     parser.add_argument("--append_batch", type=int, default=None, help="rows in the append benchmark")
     parser.add_argument("--append_chunks", default="256,320", help="Sampler.append_chunk values to compare")
+    real = parser.add_argument_group("--real_sizes only")
+    real.add_argument("--models", default=",".join(REAL_SHAPES), help="model presets (random bf16 weights)")
+    real.add_argument("--prompt_len", type=int, default=200)
+    real.add_argument("--hf", action="store_true", help="also time transformers generate on the same device")
+    real.add_argument("--variants", default="", help="e.g. blockwise/1,dense/1,dense/all (cache_attention/unroll)")
+    real.add_argument("--variant_batches", default="128", help="comma-separated batch sizes of the variants")
+    real.add_argument("--cache_len", type=int, default=None, help="cache slots per row (default: prompt + new)")
+    real.add_argument("--budget_s", type=float, default=None, help="start no measurement after this many seconds")
+    real.add_argument("--out", default=None, help="also write the JSON here, after every measurement")
     args = parser.parse_args()
     default = "64,128,256" if args.real_sizes else "1,8,32"
-    args.batches = [int(b) for b in (args.batches or default).split(",")]
+    args.batches = [int(b) for b in (default if args.batches is None else args.batches).split(",") if b]
     args.append_batch = args.append_batch or (64 if args.real_sizes else 2)
-    args.append_chunks = [int(c) for c in args.append_chunks.split(",")]
-    result = bench_real_sizes(args) if args.real_sizes else bench_smollm2(args)
+    args.append_chunks = [int(c) for c in args.append_chunks.split(",") if c]  # "": no append benchmark
+    args.variant_batches = [int(b) for b in args.variant_batches.split(",") if b]
+    args.models = [m for m in args.models.split(",") if m]
+    args.variants = [v for v in args.variants.split(",") if v]
     device = jax.devices()[0]
-    result["device"] = {
-        "backend": jax.default_backend(),
-        "kind": device.device_kind,
-        "count": jax.device_count(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "jax": jax.__version__,
+    result: dict = {
+        "device": {
+            "backend": jax.default_backend(),
+            "kind": device.device_kind,
+            "count": jax.device_count(),
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+            "jax": jax.__version__,
+        }
     }
+    result |= bench_real_sizes(args, result) if args.real_sizes else bench_smollm2(args)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=1)
     print(json.dumps(result, indent=1))
 
 

@@ -4,6 +4,10 @@ full RL steps (rollout, retrieval, reward, update). Prints JSON.
 
     .venv/bin/python bench/train_step.py                 # SmolLM2-135M f32 on CPU, batch 4 x 256
     .venv/bin/python bench/train_step.py --rl_steps 0    # the train step comparison only
+    python bench/train_step.py --preset qwen2_5_1_5b --rows 8 --width 1024 --rl_steps 0   # one GPU
+
+`--preset` times a model preset with random weights (bf16 on an accelerator, f32 on CPU)
+against a transformers model of the same shapes on the same device.
 
 MFU = 6 x params x tokens / seconds / peak (the peak matmul FLOP/s is measured in the same run).
 Times exclude compilation (a warm-up step of the same shapes).
@@ -21,6 +25,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from peers import hf_random_model, synchronize  # bench/peers.py (scripts run with bench/ on sys.path)
 
 from medr3_jax.models.loading import load_model
 from medr3_jax.trainer.step import OptimizerConfig, PolicyTrainer, TrainBatch, UpdateConfig
@@ -28,14 +33,14 @@ from medr3_jax.trainer.step import OptimizerConfig, PolicyTrainer, TrainBatch, U
 
 def peak_flops() -> float:
     dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-    a = jnp.ones((2048, 2048), dtype)
+    a = jax.random.normal(jax.random.key(0), (4096, 4096), dtype)  # not ones: constant data runs faster
     mm = jax.jit(lambda x: x @ x)
     mm(a).block_until_ready()
     start = time.perf_counter()
     for _ in range(5):
         out = mm(a)
     out.block_until_ready()
-    return 5 * 2 * 2048**3 / (time.perf_counter() - start)
+    return 5 * 2 * 4096**3 / (time.perf_counter() - start)
 
 
 def _batch(vocab: int, rows: int, width: int) -> TrainBatch:
@@ -60,19 +65,25 @@ def ours(model, batch: TrainBatch, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def torch_step(batch: TrainBatch, repeats: int) -> float:
+def smollm2_torch():
     import torch  # noqa: PLC0415
     import transformers  # noqa: PLC0415
 
     from medr3_jax import assets  # noqa: PLC0415
 
-    torch.set_num_threads(os.cpu_count() or 1)
     folder, name = os.path.split(assets.smollm2_gguf())
-    model = transformers.LlamaForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    return transformers.LlamaForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+
+
+def torch_step(model, batch: TrainBatch, repeats: int) -> float:
+    import torch  # noqa: PLC0415
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6, weight_decay=0.01)
-    tokens = torch.from_numpy(batch.tokens.astype(np.int64))
-    mask = torch.from_numpy(batch.loss_mask[:, 1:])
-    adv = torch.from_numpy(batch.advantages)[:, None]
+    tokens = torch.from_numpy(batch.tokens.astype(np.int64)).to(model.device)
+    mask = torch.from_numpy(batch.loss_mask[:, 1:]).to(model.device)
+    adv = torch.from_numpy(batch.advantages)[:, None].to(model.device)
 
     def step():
         logits = model(tokens).logits[:, :-1].float()
@@ -84,9 +95,11 @@ def torch_step(batch: TrainBatch, repeats: int) -> float:
         opt.step()
 
     step()
+    synchronize(model)
     start = time.perf_counter()
     for _ in range(repeats):
         step()
+    synchronize(model)
     return (time.perf_counter() - start) / repeats
 
 
@@ -109,18 +122,27 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rl_steps", type=int, default=2, help="full RL steps for the phase breakdown (0: skip)")
+    parser.add_argument("--preset", default=None, help="a model preset with random weights instead of SmolLM2")
     args = parser.parse_args()
-    model, _ = load_model("smollm2_135m_instruct")
-    batch = _batch(model.config.vocab_size, args.rows, args.width)
+    if args.preset:
+        dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+        model, _ = load_model(f"random:{args.preset}", param_dtype=dtype, compute_dtype=dtype)
+        config = model.config
+        label, make_torch = f"{args.preset} (random, {dtype})", lambda: hf_random_model(config, dtype)
+    else:
+        model, _ = load_model("smollm2_135m_instruct")
+        label, make_torch = "SmolLM2-135M-Instruct (f32)", smollm2_torch
+        config = model.config
+    batch = _batch(config.vocab_size, args.rows, args.width)
     peak = peak_flops()
     tokens = args.rows * args.width
-    flops = 6 * model.config.num_params * tokens
+    flops = 6 * config.num_params * tokens
     t_ours = ours(model, batch, args.repeats)
-    model, _ = load_model("smollm2_135m_instruct")  # ours donated the first copy's buffers
-    t_torch = torch_step(batch, args.repeats)
+    del model  # its buffers were donated to the update
+    t_torch = torch_step(make_torch(), batch, args.repeats)
     out = {
         "device": jax.devices()[0].device_kind, "platform": platform.platform(), "cpus": os.cpu_count(),
-        "model": "SmolLM2-135M-Instruct (f32)", "batch": [args.rows, args.width], "peak_matmul_tflop_s": peak / 1e12,
+        "model": label, "batch": [args.rows, args.width], "peak_matmul_tflop_s": peak / 1e12,
         "ours": {"step_s": t_ours, "tokens_s": tokens / t_ours, "mfu": flops / t_ours / peak},
         "transformers_torch": {"step_s": t_torch, "tokens_s": tokens / t_torch, "mfu": flops / t_torch / peak},
         "speedup_vs_torch": t_torch / t_ours,

@@ -24,8 +24,6 @@ import sys
 import time
 from typing import Sequence
 
-import jax
-
 from medr3_jax import assets
 from medr3_jax.data.answers import mirage_answer, normalize_answer, option_letter, tagged_answer
 from medr3_jax.data.prompts import PromptStyle, render_prompt
@@ -127,7 +125,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from medr3_jax.data.datasets import load_records, prepare_dataset  # noqa: PLC0415 (imports TFDS)
-    from medr3_jax.models.loading import load_model  # noqa: PLC0415
+    from medr3_jax.models.loading import backend_overrides, load_model  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("jax").setLevel(logging.WARNING)
@@ -145,8 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    dtype = args.param_dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
-    model, tokenizer = load_model(args.model, param_dtype=dtype, compute_dtype=dtype)
+    model, tokenizer = load_model(args.model, **backend_overrides(args.param_dtype))
     style = PromptStyle(mode=args.mode, chat=args.chat, show_context=args.show_context)
     rows = []
     for split, split_records in records.items():

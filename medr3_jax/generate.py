@@ -20,7 +20,7 @@ from typing import Sequence
 import jax
 from jax.sharding import Mesh
 
-from medr3_jax.models.loading import load_model
+from medr3_jax.models.loading import backend_overrides, load_model
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.models.transformer import Decoder
 from medr3_jax.sampling import GREEDY, Sampler, SamplingParams
@@ -80,11 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     initialize(args.coordinator_address, args.num_processes, args.process_id)
     mesh = make_mesh(args.mesh)
-    dtype = args.param_dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
+    overrides = backend_overrides(args.param_dtype)
+    dtype = overrides["param_dtype"]
     start = time.perf_counter()
-    model, tokenizer = load_model(
-        args.model, param_dtype=dtype, compute_dtype=dtype, shardings=lambda cfg: param_shardings(cfg, mesh)
-    )
+    model, tokenizer = load_model(args.model, shardings=lambda cfg: param_shardings(cfg, mesh), **overrides)
     log.info(
         "loaded %s (%s, %.1fM params) in %.1fs on mesh %s",
         args.model,

@@ -50,6 +50,7 @@ from medr3_jax.sharding.rules import (
 )
 from medr3_jax.train import STAGES, parse_gin, run, stage_experiment
 from medr3_jax.trainer.loop import Experiment
+from medr3_jax.trainer.step import master_copy
 
 GiB = 2**30
 HBM_GIB: dict[str, float] = {"v4": 32, "v5e": 16, "v5p": 95, "h100": 80}  # per chip
@@ -176,7 +177,8 @@ def plan_stage(
     kv, kv_shape, kv_notes = kv_cache_line(exp, config, mesh)
     logits, logits_shape, batch_notes = micro_batch_logits(exp, config, mesh)
     table = index_line(exp, index, mesh)
-    lines = state[:2] + ([table] if table else []) + [kv] + state[2:]
+    resident = [line for line in state if line.phase == "resident"]
+    lines = resident + ([table] if table else []) + [kv] + [line for line in state if line.phase != "resident"]
     return StagePlan(
         stage=exp.stage,
         model=model or config.family,
@@ -191,18 +193,24 @@ def plan_stage(
 
 
 def state_lines(exp: Experiment, config: ModelConfig, mesh: AbstractMesh) -> tuple[list[Line], list[str]]:
-    """Parameters and AdamW state (resident), then the update's gradient accumulator (the
-    micro-batch scan carry, zeros_like(params)) and one micro-batch's gradient (trainer/step.py)."""
+    """Parameters (and their f32 master copy when the model's are narrower) and AdamW state
+    (resident), then the update's gradient accumulator (the micro-batch scan carry,
+    zeros_like(master)) and one micro-batch's gradient (trainer/step.py)."""
     _, params = abstract_decoder(config)
-    opt_state = jax.eval_shape(exp.optimizer.build().init, params)
+    master = jax.eval_shape(lambda p: master_copy(p, exp.optimizer.master_dtype), params)
+    opt_state = jax.eval_shape(exp.optimizer.build().init, master)
     p_dev, p_all = tree_bytes(params, mesh)
+    m_dev, m_all = tree_bytes(master, mesh)
     o_dev, o_all = tree_bytes(opt_state, mesh)
     counts = sum(1 for leaf in jax.tree.leaves(opt_state) if leaf.ndim == 0)
-    lines = [
-        Line("parameters", "parameters", "resident", p_dev, p_all),
+    lines = [Line("parameters", f"parameters ({config.param_dtype})", "resident", p_dev, p_all)]
+    if m_all != p_all:
+        lines.append(Line("master_parameters", f"master weights ({exp.optimizer.master_dtype})", "resident",
+                          m_dev, m_all))  # fmt: skip
+    lines += [
         Line("optimizer_state", f"optimizer state (AdamW mu+nu, int32 counts: {counts})", "resident", o_dev, o_all),
-        Line("grad_accumulator", "gradient accumulator (micro-batch scan carry)", "update", p_dev, p_all),
-        Line("micro_batch_grad", "gradient of one micro-batch", "update", p_dev, p_all),
+        Line("grad_accumulator", "gradient accumulator (micro-batch scan carry)", "update", m_dev, m_all),
+        Line("micro_batch_grad", "gradient of one micro-batch", "update", m_dev, m_all),
     ]
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     return lines, [note for path, leaf in flat for note in _param_drops(path_to_str(path), leaf.shape, mesh)]

@@ -66,10 +66,11 @@ def test_llama_per_device_bytes_on_two_meshes(capsys):
     got = run_json(capsys, *paper, *index, "--mesh", "data=1,fsdp=8,tensor=1")
     params = llama_param_bytes(fsdp=8, tensor=1)
     assert got["devices"] == 8
-    assert got["items"]["parameters"]["per_device"] == params
-    assert got["items"]["optimizer_state"]["per_device"] == 2 * params + 4  # mu + nu in bf16, int32 count
-    assert got["items"]["grad_accumulator"]["per_device"] == params
-    assert got["items"]["micro_batch_grad"]["per_device"] == params
+    assert got["items"]["parameters"]["per_device"] == params  # bf16: what the sampler runs
+    assert got["items"]["master_parameters"]["per_device"] == 2 * params  # f32 master weights
+    assert got["items"]["optimizer_state"]["per_device"] == 4 * params + 4  # mu + nu in f32, int32 count
+    assert got["items"]["grad_accumulator"]["per_device"] == 2 * params  # gradients of the f32 weights
+    assert got["items"]["micro_batch_grad"]["per_device"] == 2 * params
     assert got["items"]["kv_cache"]["per_device"] == kv_cache_bytes(PAPER_ROWS // 8, PAPER_SLOTS, K // 1)
     # ExactIndex: ceil(rows / devices) rounded up to whole 4096-row blocks, float32.
     assert got["items"]["embedding_table"]["per_device"] == -(-(-(-1000003 // 8)) // 4096) * 4096 * 768 * 4
@@ -79,13 +80,13 @@ def test_llama_per_device_bytes_on_two_meshes(capsys):
     params = llama_param_bytes(fsdp=4, tensor=2)
     assert got["devices"] == 16 and got["mesh"] == {"data": 2, "fsdp": 4, "tensor": 2}
     assert got["items"]["parameters"]["per_device"] == params
-    assert got["items"]["optimizer_state"]["per_device"] == 2 * params + 4
+    assert got["items"]["optimizer_state"]["per_device"] == 4 * params + 4
     kv = kv_cache_bytes(PAPER_ROWS // (2 * 4), PAPER_SLOTS, K // 2)
     assert got["items"]["kv_cache"]["per_device"] == kv
     assert got["items"]["embedding_table"]["per_device"] == 65536 * 768 * 4  # ceil(1000003/16) -> 16 blocks
-    resident = params + (2 * params + 4) + 65536 * 768 * 4
-    assert got["peak"] == resident + max(kv, 2 * params)
-    assert got["total"] == resident + kv + 2 * params
+    resident = params + 2 * params + (4 * params + 4) + 65536 * 768 * 4  # bf16 + f32 master + moments + table
+    assert got["peak"] == resident + max(kv, 4 * params)
+    assert got["total"] == resident + kv + 4 * params
     assert got["notes"] == []
 
 
@@ -110,14 +111,15 @@ def test_cli_on_the_v4_32_preset_prints_the_same_figures(capsys):
     kv = kv_cache_bytes(2 * 4 // 4, -(-(2048 + 192 + 1) // 128) * 128, K // 4)
     assert got["mesh"] == {"data": 1, "fsdp": 4, "tensor": 4}
     assert got["items"]["parameters"]["per_device"] == params
-    assert got["items"]["optimizer_state"]["per_device"] == 2 * params + 4
+    assert got["items"]["optimizer_state"]["per_device"] == 4 * params + 4
     assert got["items"]["kv_cache"]["per_device"] == kv
     assert got["fits"] == {"target": "v4", "hbm_bytes": 32 * GiB, "fits": True}
 
     out = subprocess.run([sys.executable, "-m", "medr3_jax.plan", *argv], capture_output=True, text=True, check=True)
     lines = {line.split()[1]: line for line in out.stdout.splitlines() if line.startswith("  resident")}
     assert f"{params / GiB:.2f} GiB" in lines["parameters"]
-    assert f"{(2 * params + 4) / GiB:.2f} GiB" in lines["optimizer"]
+    assert f"{(4 * params + 4) / GiB:.2f} GiB" in lines["optimizer"]
+    assert f"{2 * params / GiB:.2f} GiB" in lines["master"]
     assert f"{kv / GiB:.2f} GiB" in next(line for line in out.stdout.splitlines() if "KV cache" in line)
     assert f"FITS on v4 (32 GiB per device): peak {got['peak'] / GiB:.2f} GiB" in out.stdout
 
@@ -131,3 +133,13 @@ def test_unknown_binding_and_an_unreadable_model_path_are_errors(capsys, tmp_pat
     assert plan.main(["--gin_file", STAGE3, "--gin_file", LLAMA_GIN, *bindings]) == 2
     err = capsys.readouterr().err
     assert f"Experiment.model = '{tmp_path}'" in err and "--model PRESET" in err
+
+
+def test_without_master_weights_the_optimizer_state_follows_the_bf16_params(capsys):
+    got = run_json(capsys, "--gin_file", STAGE3, "--gin_file", LLAMA_GIN, "--gin_file", PAPER,
+                   "--model", "llama3_1_8b_instruct", "--mesh", "data=1,fsdp=8,tensor=1",
+                   "--gin_param", "OptimizerConfig.master_dtype = None")  # fmt: skip
+    params = llama_param_bytes(fsdp=8, tensor=1)
+    assert "master_parameters" not in got["items"]
+    assert got["items"]["optimizer_state"]["per_device"] == 2 * params + 4  # mu + nu in bf16
+    assert got["items"]["grad_accumulator"]["per_device"] == params

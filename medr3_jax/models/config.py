@@ -20,6 +20,7 @@ import numpy as np
 
 Family = Literal["llama", "qwen2"]
 RematPolicy = Literal["none", "full", "dots"]
+CacheAttention = Literal["blockwise", "dense"]
 
 _ARCHITECTURES: dict[str, Family] = {
     "LlamaForCausalLM": "llama",
@@ -80,6 +81,12 @@ class ModelConfig:
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
     remat: RematPolicy = "none"
+    # Implementation switches (same numbers, different speed): how cached calls attend —
+    # "blockwise" reads only the live KV_BLOCKs of the cache (long caches), "dense" attends over
+    # every slot, masked, in one pass (short caches; no inner loop) — and how many layers one
+    # `lax.scan` iteration runs (num_layers unrolls fully: no per-layer loop, longer compiles).
+    cache_attention: CacheAttention = "blockwise"
+    layer_unroll: int = 1
 
     def __post_init__(self) -> None:
         positive = (
@@ -105,6 +112,12 @@ class ModelConfig:
                 raise ConfigError(f"ModelConfig.{name}={getattr(self, name)!r} is not a dtype") from err
         if self.remat not in ("none", "full", "dots"):
             raise ConfigError(f"ModelConfig.remat={self.remat!r}; expected 'none', 'full' or 'dots'")
+        if self.cache_attention not in ("blockwise", "dense"):
+            raise ConfigError(f"ModelConfig.cache_attention={self.cache_attention!r}; expected 'blockwise' or 'dense'")
+        if not 1 <= self.layer_unroll <= self.num_layers:
+            raise ConfigError(
+                f"ModelConfig.layer_unroll={self.layer_unroll} must be in [1, num_layers={self.num_layers}]"
+            )
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
@@ -328,6 +341,40 @@ PRESETS: dict[str, ModelConfig] = {
         rope_theta=1000000.0,
         qkv_bias=True,
         max_position_embeddings=131072,
+        bos_token_id=151643,
+        eos_token_id=(151643,),
+    ),
+    "llama3_2_1b": ModelConfig(
+        family="llama",
+        vocab_size=128256,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_layers=16,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=64,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        rope_scaling=RopeScaling(rope_type="llama3", factor=32.0, original_max_position_embeddings=8192),
+        tie_word_embeddings=True,
+        max_position_embeddings=131072,
+        bos_token_id=128000,
+        eos_token_id=(128001,),
+    ),
+    "qwen2_5_1_5b": ModelConfig(
+        family="qwen2",
+        vocab_size=151936,
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_layers=28,
+        num_heads=12,
+        num_kv_heads=2,
+        head_dim=128,
+        rms_norm_eps=1e-6,
+        rope_theta=1000000.0,
+        qkv_bias=True,
+        tie_word_embeddings=True,
+        max_position_embeddings=32768,
         bos_token_id=151643,
         eos_token_id=(151643,),
     ),

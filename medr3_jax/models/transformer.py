@@ -75,6 +75,16 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 KV_BLOCK = 128  # cache slots per block of blockwise attention; cache lengths are multiples
 
 
+def kv_window(needed: int, max_len: int) -> int:
+    """Cache slots a dense cached call attends over when `needed` slots may be live: the smallest
+    KV_BLOCK * 2**k >= needed, at most `max_len` (powers of two keep the compiled variants per
+    cache size few: 128, 256, 512, ... slots)."""
+    window = KV_BLOCK
+    while window < needed:
+        window *= 2
+    return min(window, max_len)
+
+
 # ---- KV cache -----------------------------------------------------------------------------
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -235,10 +245,14 @@ def _decoder_layer(
 ) -> tuple[Array, tuple[Array, Array] | None]:
     """One pre-norm block. x [B,T,D].
 
-    kv = (whole cache k, v [L,B,S,K,H], this layer's index, live slot count) or None;
+    kv = (whole cache k, v [L,B,S,K,H], this layer's index, live slot count, window) or None;
     `slots` = (rows, slots) [B,T] where the new keys go. The new keys are scattered into the
     carried cache in place (no per-step copy of the cache); attention then reads only the
-    live blocks of this layer's slice.
+    live blocks of this layer's slice (`cache_attention="blockwise"`, a loop over blocks), or,
+    for a one-token decode step under `"dense"`, the first `window` slots, masked, in one pass
+    (no loop, which is what a GPU wants; the caller makes the window cover every live slot).
+    Calls of several tokens (prefill, append) stay block-wise under both: dense scores of T
+    tokens over the window ([B,N,T,window] f32) would not fit for long prompts.
     """
     dt = x.dtype
     h = rms_norm(x, p["attn_norm"], config.rms_norm_eps)
@@ -250,12 +264,16 @@ def _decoder_layer(
     q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
     new_kv = None
     if kv is not None:
-        cache_k, cache_v, layer, live = kv
+        cache_k, cache_v, layer, live, window = kv
         rows, where = slots
         cache_k = cache_k.at[layer, rows, where].set(k.astype(cache_k.dtype), mode="drop")
         cache_v = cache_v.at[layer, rows, where].set(v.astype(cache_v.dtype), mode="drop")
         new_kv = (cache_k, cache_v)
-        attn = blockwise_attention(q, cache_k, cache_v, mask, live, layer=layer)
+        if config.cache_attention == "dense" and q.shape[1] == 1:
+            w = window or cache_k.shape[2]
+            attn = attention(q, cache_k[layer, :, :w], cache_v[layer, :, :w], mask[:, :, :w])
+        else:
+            attn = blockwise_attention(q, cache_k, cache_v, mask, live, layer=layer)
     else:
         attn = attention(q, k.astype(dt), v.astype(dt), mask)
     x = x + jnp.einsum("BTNH,NHD->BTD", attn, p["o_proj"].astype(dt))
@@ -292,7 +310,7 @@ class DecoderLayers(nnx.Module):
         self.config = config
 
     def __call__(
-        self, x: Array, sin: Array, cos: Array, mask: Array, cache: KVCache | None
+        self, x: Array, sin: Array, cos: Array, mask: Array, cache: KVCache | None, kv_window: int | None = None
     ) -> tuple[Array, tuple[Array, Array] | None]:
         """x [B,T,D] through all layers; with a cache, also the updated (k, v) [L,B,S,K,H]."""
         params = {name: getattr(self, name)[...] for name in self._names}
@@ -306,7 +324,7 @@ class DecoderLayers(nnx.Module):
 
             if config.remat != "none":
                 body = jax.checkpoint(body, policy=_REMAT_POLICIES[config.remat])
-            x, _ = jax.lax.scan(body, x, (params, layer_ids))
+            x, _ = jax.lax.scan(body, x, (params, layer_ids), unroll=config.layer_unroll)
             return x, None
 
         slots = write_slots(cache.length, x.shape[1])
@@ -315,10 +333,10 @@ class DecoderLayers(nnx.Module):
         def cached_body(carry, xs):
             x, k, v = carry
             p, layer = xs
-            x, (k, v) = _decoder_layer(config, p, x, sin, cos, mask, (k, v, layer, live), slots)
+            x, (k, v) = _decoder_layer(config, p, x, sin, cos, mask, (k, v, layer, live, kv_window), slots)
             return (x, k, v), None
 
-        (x, k, v), _ = jax.lax.scan(cached_body, (x, cache.k, cache.v), (params, layer_ids))
+        (x, k, v), _ = jax.lax.scan(cached_body, (x, cache.k, cache.v), (params, layer_ids), unroll=config.layer_unroll)
         return x, (k, v)
 
 
@@ -343,6 +361,7 @@ class Decoder(nnx.Module):
         kv_cache: KVCache | None = None,
         *,
         compute_logits: bool = True,
+        kv_window: int | None = None,
     ) -> tuple[Array | None, KVCache | None]:
         """tokens, positions [B,T] int; mask [B,T] bool (real tokens).
 
@@ -351,6 +370,9 @@ class Decoder(nnx.Module):
         row and attend to every valid slot up to their own; f32 logits [B,T,V] are returned
         with the updated cache. Writes past `max_len` are dropped: the caller sizes the cache.
         `compute_logits=False` skips the LM head (filling a cache needs no logits).
+        `kv_window` (static; one-token calls under `cache_attention="dense"` only): attend over
+        cache slots [0, kv_window) instead of all of them; every slot a query may see must lie
+        inside (`kv_window(needed, max_len)` picks one). Blockwise attention bounds itself.
         """
         c = self.config
         dt = jnp_dtype(c.compute_dtype)
@@ -358,7 +380,9 @@ class Decoder(nnx.Module):
         x = jnp.take(embedding, tokens, axis=0).astype(dt)
         sin, cos = rope_tables(c, positions)
         attn_mask, new_cache = _attention_mask(mask, kv_cache)
-        x, kv = self.layers(x, sin, cos, attn_mask, kv_cache)
+        if kv_window is not None and kv_cache is not None and not 0 < kv_window <= kv_cache.max_len:
+            raise ValueError(f"kv_window={kv_window} must be in (0, cache max_len={kv_cache.max_len}]")
+        x, kv = self.layers(x, sin, cos, attn_mask, kv_cache, kv_window)
         if kv is not None:
             new_cache = dataclasses.replace(new_cache, k=kv[0], v=kv[1])
         if not compute_logits:

@@ -32,7 +32,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from medr3_jax.models.tokenizers import Tokenizer
-from medr3_jax.models.transformer import KV_BLOCK, Decoder, KVCache
+from medr3_jax.models.transformer import KV_BLOCK, Decoder, KVCache, kv_window
 from medr3_jax.sampling.methods import SamplingParams, sample, token_logprobs
 from medr3_jax.sampling.stops import StopTable
 from medr3_jax.sharding.distributed import to_host
@@ -151,7 +151,9 @@ class Sampler:
             self._next_state = jnp.asarray(self.stop_table.next_state)
             self._match = jnp.asarray(self.stop_table.match)
         self._fill = jax.jit(self._fill_impl, donate_argnames=("cache",))
-        self._decode = jax.jit(self._decode_impl, static_argnames=("params", "steps"), donate_argnames=("state",))
+        self._decode = jax.jit(
+            self._decode_impl, static_argnames=("params", "steps", "window"), donate_argnames=("state",)
+        )
 
     # ---- jitted bodies ------------------------------------------------------------------
     def _fill_impl(self, model_params, cache: KVCache, tokens: Array, positions: Array, mask: Array, count: Array):
@@ -159,10 +161,10 @@ class Sampler:
         self.trace_counts["fill"] += 1
         model = nnx.merge(self._graphdef, model_params)
         start = cache.length
-        _, cache = model(tokens, positions, mask, kv_cache=cache, compute_logits=False)
+        _, cache = model(tokens, positions, mask, kv_cache=cache, compute_logits=False)  # block-wise attention
         return dataclasses.replace(cache, length=start + count)
 
-    def _decode_impl(self, model_params, state: SamplerState, params: SamplingParams, steps: int):
+    def _decode_impl(self, model_params, state: SamplerState, params: SamplingParams, steps: int, window=None):
         """Up to `steps` tokens for every RUNNING row, inside one `lax.while_loop`."""
         self.trace_counts["decode"] += 1
         model = nnx.merge(self._graphdef, model_params)
@@ -185,7 +187,13 @@ class Sampler:
             reason = jnp.where(running & (st.cache.length >= max_len), StopReason.CACHE_FULL, reason)
             active = reason == StopReason.RUNNING
             start = st.cache.length
-            logits, cache = model(st.last_token[:, None], st.position[:, None], active[:, None], kv_cache=st.cache)
+            logits, cache = model(
+                st.last_token[:, None],
+                st.position[:, None],
+                active[:, None],
+                kv_cache=st.cache,
+                **({} if window is None else {"kv_window": window}),
+            )
             cache = dataclasses.replace(cache, length=jnp.where(active, start + 1, start))
             key, sub = jax.random.split(st.key)
             token = sample(logits[:, 0], sub, params)
@@ -267,9 +275,9 @@ class Sampler:
         self, state: SamplerState, params: SamplingParams, *, steps: int | None = None
     ) -> tuple[SamplerState, DecodeOutput]:
         """Samples every RUNNING row until it stops or `steps` (default max_new_tokens) pass."""
-        state, tokens, logp, count = self._decode(
-            self._params, state, params=params, steps=steps or self.max_new_tokens
-        )
+        steps = steps or self.max_new_tokens
+        window = self._decode_window(state, steps)
+        state, tokens, logp, count = self._decode(self._params, state, params=params, steps=steps, window=window)
         reason, match = to_host(state.reason), to_host(state.stop_match)
         out = DecodeOutput(
             tokens=to_host(tokens),
@@ -341,6 +349,13 @@ class Sampler:
         )
 
     # ---- helpers ------------------------------------------------------------------------
+    def _decode_window(self, state: SamplerState, steps: int) -> int | None:
+        """Static attention window of a dense-attention model's decode call: covers every slot
+        this call may write (None: block-wise attention needs none). Reads the lengths back."""
+        if self.config.cache_attention != "dense":
+            return None
+        return kv_window(int(to_host(state.cache.length).max()) + steps, state.cache.max_len)
+
     def _new_cache(self, batch: int, max_len: int) -> KVCache:
         dtype = jnp.dtype(self.config.compute_dtype)
         if self.mesh is None:

@@ -28,7 +28,7 @@ from medr3_jax import assets
 from medr3_jax.data.pipeline import QuestionStream
 from medr3_jax.data.prompts import PromptStyle
 from medr3_jax.data.records import QARecord
-from medr3_jax.models.loading import load_model
+from medr3_jax.models.loading import backend_overrides, load_model
 from medr3_jax.models.tokenizers import STOP_STRINGS, THINK_OPEN, Tokenizer
 from medr3_jax.rewards import GraphReward, Judge, Outcome, RewardWeights, score
 from medr3_jax.rewards.shared_judge import ProcessShardedJudge
@@ -66,6 +66,7 @@ class Experiment:
     seed: int = 0
     mesh: str = "data=1,fsdp=-1,tensor=1"
     param_dtype: str | None = None  # default: float32 on CPU, bfloat16 on accelerators
+    cache_attention: str | None = None  # ModelConfig.cache_attention; default: blockwise on CPU, dense elsewhere
     sampling: SamplingParams = SamplingParams(temperature=1.0)
     prompt: PromptStyle = PromptStyle(mode="search")
     rollout: RolloutConfig = RolloutConfig(group_size=4, max_response_tokens=192, decode_segment=64, sequence_bucket=64)
@@ -86,6 +87,8 @@ class Experiment:
             refuse_remote_path(f"Experiment.{knob}", getattr(self, knob))
         if self.num_steps < 1 or self.prompts_per_step < 1:
             raise ValueError(f"{self.stage}: num_steps and prompts_per_step must be >= 1")
+        if self.cache_attention not in (None, "blockwise", "dense"):
+            raise ValueError(f"Experiment.cache_attention={self.cache_attention!r}: expected 'blockwise' or 'dense'")
 
 
 def refuse_remote_path(knob: str, value: str | None) -> None:
@@ -104,9 +107,9 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
     stage_dir = os.path.join(workdir, exp.stage)
     log.info("[%s] workdir %s", exp.stage, os.path.abspath(stage_dir))
     mesh = make_mesh(exp.mesh)
-    dtype = exp.param_dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
+    overrides = backend_overrides(exp.param_dtype, exp.cache_attention)
     shardings = lambda cfg: param_shardings(cfg, mesh)  # noqa: E731
-    model, tokenizer = load_model(exp.model, param_dtype=dtype, compute_dtype=dtype, shardings=shardings)
+    model, tokenizer = load_model(exp.model, shardings=shardings, **overrides)
     checkpointer = Checkpointer(os.path.join(stage_dir, "checkpoints"), exp.checkpoint)
     policy = PolicyTrainer(model, exp.optimizer, exp.update, mesh)
     start, position = _initialise(exp, workdir, checkpointer, policy, shardings)
@@ -118,7 +121,7 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
                             seed=exp.seed, buckets=exp.prompt_buckets, process_index=0, process_count=1)  # fmt: skip
     stream.seek(position)
     retriever = _retriever(exp, tokenizer) if exp.rollout.retrieval else None
-    sampler = Sampler(nnx.merge(policy.graphdef, policy.params), tokenizer, stop_strings=STOP_STRINGS,
+    sampler = Sampler(nnx.merge(policy.graphdef, policy.sampler_params()), tokenizer, stop_strings=STOP_STRINGS,
                       max_new_tokens=exp.rollout.max_response_tokens, mesh=mesh)  # fmt: skip
     engine = RolloutEngine(sampler, retriever, exp.rollout)
     judge = exp.judge
@@ -141,7 +144,7 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
         advantages = group_advantages(scored.totals, rollout.group_ids, len(batch.records))
         t2 = time.perf_counter()
         train = policy.update(_train_batch(rollout, np.asarray(advantages)), seed=step)
-        sampler.update_params(policy.params)
+        sampler.update_params(policy.sampler_params())
         t3 = time.perf_counter()
         perf = {"perf/rollout_s": t1 - t0, "perf/reward_s": t2 - t1, "perf/update_s": t3 - t2,
                 "perf/step_seconds": t3 - t0, "perf/train_tokens": float(rollout.mask.sum())}  # fmt: skip
@@ -183,7 +186,7 @@ def _initialise(exp, workdir, checkpointer, policy, shardings) -> tuple[int, int
                 log.info("[%s] starting from %s (stage %s, step %s)", exp.stage, source, meta.get("stage"),
                          meta.get("step"))  # fmt: skip
         if keep_reference:
-            policy.set_reference(policy.params)
+            policy.set_reference(policy.sampler_params())  # in the model's dtype: what the sampler runs
             log.info("[%s] KL reference (kl_coef %g): %s", exp.stage, exp.update.loss.kl_coef, source or exp.model)
     if latest is not None:
         state, meta = checkpointer.restore(latest, abstract_state=_abstract(_state(policy, 0)))

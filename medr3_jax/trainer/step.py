@@ -3,7 +3,13 @@ inside it), sharded over the mesh, that skips non-finite updates.
 
     policy = PolicyTrainer(model, OptimizerConfig(), UpdateConfig(), mesh)
     metrics = policy.update(batch, advantages)     # epochs x minibatches optimizer updates
-    sampler.update_params(policy.params)
+    sampler.update_params(policy.sampler_params())
+
+The trainer keeps f32 master weights (`OptimizerConfig.master_dtype`) when the model's are
+narrower: AdamW moves each weight by about the learning rate (Med-R3: 1e-6), far below the
+spacing of bfloat16 numbers near typical weights (about 1e-4 at 0.03), so bf16 weights updated
+in place never change. The forward casts the master weights to the compute dtype; the sampler
+gets a copy in the model's own dtype.
 
 `batch` is a `TrainBatch` (the rollout's arrays). Log-probs of token t come from the logits at
 t-1; the loss mask is 1 only on sampled tokens, so prompts, documents and padding never train.
@@ -43,10 +49,15 @@ class OptimizerConfig:
     warmup_steps: int = 0  # linear warm-up, in optimizer updates
     schedule: Literal["constant", "cosine"] = "constant"
     decay_steps: int = 1000  # cosine: updates from peak to 0.1 x peak
+    # Dtype of the weights the optimizer updates (and of its moments) when the model's are
+    # narrower; None updates the model's own weights (bf16 on accelerators: small steps are lost).
+    master_dtype: str | None = "float32"
 
     def __post_init__(self) -> None:
         if self.learning_rate < 0 or self.grad_clip <= 0:
             raise ValueError("OptimizerConfig.learning_rate must be >= 0 (0 freezes the policy) and grad_clip > 0")
+        if self.master_dtype not in (None, "float32"):
+            raise ValueError(f"OptimizerConfig.master_dtype={self.master_dtype!r}: expected 'float32' or None")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"OptimizerConfig.schedule={self.schedule!r}: expected 'constant' or 'cosine'")
 
@@ -110,17 +121,32 @@ def sequence_logprobs(model: Decoder, batch: TrainBatch) -> tuple[jax.Array, jax
     return jnp.concatenate([pad, logp], axis=1), jnp.concatenate([pad, entropy], axis=1)
 
 
+def master_copy(params: nnx.State, dtype: str | None) -> nnx.State:
+    """`params` with floating leaves narrower than `dtype` widened to it (same shardings);
+    `params` itself when nothing is narrower or `dtype` is None."""
+    if dtype is None:
+        return params
+    wide = jnp.dtype(dtype)
+    widen = lambda x: jnp.issubdtype(x.dtype, jnp.floating) and x.dtype.itemsize < wide.itemsize  # noqa: E731
+    if not any(widen(x) for x in jax.tree.leaves(params)):
+        return params
+    return jax.jit(lambda p: jax.tree.map(lambda x: x.astype(wide) if widen(x) else x, p))(params)
+
+
 class PolicyTrainer:
     """Parameters + optimizer state of the policy, and the jitted update (see module doc)."""
 
     def __init__(self, model: Decoder, optimizer: OptimizerConfig, update: UpdateConfig, mesh: Mesh | None = None):
-        self.graphdef, self.params = nnx.split(model)
+        self.graphdef, params = nnx.split(model)
+        self.model_dtypes = jax.tree.map(lambda x: x.dtype, params)  # what the sampler gets
+        self.params = master_copy(params, optimizer.master_dtype)
         self.update_config, self.mesh = update, mesh
         self.tx = optimizer.build()
         self.opt_state = self.init_opt_state(self.params)
         self.reference: nnx.State | None = None  # frozen weights for the KL term (set_reference)
         self._step = jax.jit(self._step_impl, static_argnames=("micro",), donate_argnames=("params", "opt_state"))
         self._logprobs = jax.jit(self._logprobs_impl)
+        self._to_model_dtypes = jax.jit(lambda p: jax.tree.map(lambda x, d: x.astype(d), p, self.model_dtypes))
 
     # ---- jitted bodies ------------------------------------------------------------------
     def _loss(self, params, batch: TrainBatch, weight: jax.Array):
@@ -163,6 +189,14 @@ class PolicyTrainer:
         return sequence_logprobs(nnx.merge(self.graphdef, params), batch)[0]
 
     # ---- host API -----------------------------------------------------------------------
+    def sampler_params(self) -> nnx.State:
+        """The weights in the model's own dtypes (bf16 on accelerators), for the Sampler: the
+        master weights themselves when those are the same, else a cast copy."""
+        dtypes = jax.tree.leaves(jax.tree.map(lambda x: x.dtype, self.params))
+        if dtypes == jax.tree.leaves(self.model_dtypes):
+            return self.params
+        return self._to_model_dtypes(self.params)
+
     def set_reference(self, params: nnx.State) -> None:
         """Freezes a copy of `params` (same shardings) as π_ref of the KL term; the update's
         donated buffers never alias it. Costs one more set of parameters in device memory."""

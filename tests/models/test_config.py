@@ -16,6 +16,8 @@ PUBLISHED = {
     "qwen2_5_7b": 7_615_616_512,
     "qwen2_5_14b": 14_770_033_664,
     "smollm2_135m_instruct": 134_515_008,
+    "qwen2_5_1_5b": 1_543_714_304,
+    "llama3_2_1b": 1_235_814_400,
 }
 
 
@@ -68,5 +70,25 @@ def test_bad_configs_name_the_field(tmp_path):
         ModelConfig.from_hf_config({"model_type": "llama", "hidden_size": 8}, source="cfg.json")
     with pytest.raises(ConfigError, match="no such file"):
         ModelConfig.from_hf_dir(tmp_path)
+    with pytest.raises(ConfigError, match="cache_attention='flash'"):
+        preset("tiny", cache_attention="flash")
+    with pytest.raises(ConfigError, match=r"layer_unroll=0 must be in \[1, num_layers="):
+        preset("tiny", layer_unroll=0)
     with pytest.raises(KeyError, match="unknown model preset 'gpt5'"):
         preset("gpt5")
+
+
+def test_backend_overrides_choose_by_backend_and_keep_what_the_user_set():
+    from medr3_jax.models.loading import backend_overrides  # noqa: PLC0415
+
+    assert backend_overrides(backend="cpu") == {
+        "param_dtype": "float32",
+        "compute_dtype": "float32",
+        "cache_attention": "blockwise",
+    }
+    assert backend_overrides(backend="gpu") == {
+        "param_dtype": "bfloat16",
+        "compute_dtype": "bfloat16",
+        "cache_attention": "dense",
+    }
+    assert backend_overrides("float32", "blockwise", backend="tpu") == backend_overrides(backend="cpu")

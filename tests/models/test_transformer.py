@@ -59,9 +59,22 @@ def test_logits_match_transformers_on_padded_batch(hf_pair, left):
     assert diff.max() <= 1e-4, diff.max()
 
 
-def test_cached_decode_equals_full_forward(hf_pair):
+def same_weights(model: Decoder, **changes) -> Decoder:
+    """A Decoder with `model`'s parameters and a changed config (implementation switches)."""
+    other = Decoder(model.config.replace(**changes), rngs=nnx.Rngs(0))
+    nnx.update(other, nnx.state(model, nnx.Param))
+    return other
+
+
+@pytest.mark.parametrize(
+    "impl",
+    [{}, {"cache_attention": "dense"}, {"cache_attention": "dense", "layer_unroll": 2}, {"layer_unroll": 2}],
+    ids=["blockwise", "dense", "dense-unrolled", "blockwise-unrolled"],
+)
+def test_cached_decode_equals_full_forward(hf_pair, impl):
     """Prefill a left-padded prompt into the cache, then decode one token at a time."""
     _, model, _ = hf_pair
+    model = same_weights(model, **impl)
     tokens, mask, positions = padded_batch(model.config.vocab_size, [12, 8, 10], 12, left=True, seed=5)
     full, _ = model(jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask))
     prefill = 7

@@ -64,12 +64,22 @@ def _full_forward_logp(model, rows: list[list[int]]):
     return np.asarray(jax.nn.log_softmax(logits, axis=-1)), np.asarray(logits)
 
 
-def test_cached_decode_with_50_token_append_equals_full_forward(tiny_model, tok):
+def with_cache_attention(model: Decoder, cache_attention: str) -> Decoder:
+    """`model`'s weights under another cache attention implementation."""
+    other = Decoder(model.config.replace(cache_attention=cache_attention), rngs=nnx.Rngs(0))
+    nnx.update(other, nnx.state(model, nnx.Param))
+    return other
+
+
+@pytest.mark.parametrize("cache_attention", ["blockwise", "dense"])
+def test_cached_decode_with_50_token_append_equals_full_forward(tiny_model, tok, cache_attention):
+    """Dense attention runs in a 128-slot window of the 512-slot cache here."""
     rng = np.random.default_rng(0)
     prompts = [rng.integers(1, 256, n).tolist() for n in (9, 23, 4)]
     doc = rng.integers(1, 256, 50).tolist()
+    tiny_model = with_cache_attention(tiny_model, cache_attention)
     sampler = Sampler(tiny_model, tok, max_new_tokens=24, append_chunk=16)
-    state = sampler.start(prompts, cache_len=256)
+    state = sampler.start(prompts, cache_len=512)
     state, first = sampler.decode(state, GREEDY, steps=10)
     state = sampler.append(state, rows=[0, 2], tokens=[doc, doc])
     state, second = sampler.decode(state, GREEDY, steps=10)
@@ -95,6 +105,28 @@ def test_cached_decode_with_50_token_append_equals_full_forward(tiny_model, tok)
     )
     for b, r in enumerate(rows):
         assert np.abs(np.asarray(cache_logits)[b, 0] - logits[b, len(r) - 1]).max() <= 1e-5
+
+
+def test_dense_windows_grow_with_the_conversation_and_match_blockwise(tiny_model, tok):
+    """Windows of 256 then 512 slots (of 640): same tokens and log-probs as blockwise attention,
+    one compiled decode per window."""
+    rng = np.random.default_rng(3)
+    prompts = [rng.integers(1, 256, n).tolist() for n in (100, 61)]
+    doc = rng.integers(1, 256, 150).tolist()
+    outs = {}
+    for impl in ("blockwise", "dense"):
+        sampler = Sampler(with_cache_attention(tiny_model, impl), tok, max_new_tokens=80, append_chunk=64)
+        state = sampler.start(prompts, cache_len=640)  # prompt bucket 128: decode window 256
+        state, first = sampler.decode(state, GREEDY, steps=40)
+        state = sampler.append(state, rows=[1], tokens=[doc])  # row 1 at 317 slots: window 512 (317 + 40)
+        state, second = sampler.decode(state, GREEDY, steps=40)
+        outs[impl] = (first, second, dict(sampler.trace_counts))
+    for a, b in zip(outs["blockwise"][:2], outs["dense"][:2]):
+        np.testing.assert_array_equal(a.tokens, b.tokens)
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+    assert list(outs["dense"][1].num_tokens) == [40, 40]
+    assert outs["blockwise"][2] == {"fill": 2, "decode": 1}
+    assert outs["dense"][2] == {"fill": 2, "decode": 2}  # decode windows 256 and 512
 
 
 def test_ten_calls_in_one_bucket_compile_once(tiny_model, tok):

@@ -190,6 +190,11 @@ def test_gin_files_resolve_inside_the_installed_package_from_any_directory(tmp_p
         gin.clear_config()
 
 
+def test_unknown_cache_attention_names_the_knob():
+    with pytest.raises(ValueError, match=r"Experiment.cache_attention='flash': expected 'blockwise' or 'dense'"):
+        Experiment(cache_attention="flash")
+
+
 def test_remote_urls_are_refused_with_the_knob_and_the_workaround(capsys):
     from medr3_jax import train  # noqa: PLC0415
 

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Every accelerator benchmark in one go, sized for one GPU (an H100 runs it in about 6 minutes):
+# the sampler at Qwen2.5-1.5B / LLaMA-3.2-1B shapes vs transformers `generate` on the same card,
+# its implementation variants, append vs re-prefill, and a policy update vs a transformers
+# training step. JSON and logs go to DIR; a summary is printed last.
+#
+#   bash bench/gpu.sh [DIR]        # needs medr3_jax importable, jax with CUDA, torch with CUDA
+#
+# Environment: PYTHON (default python3), SAMPLER_BUDGET_S (default 200: no sampler measurement
+# starts after it), XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.5: torch runs in the same process).
+set -uo pipefail
+out=${1:-bench_out}
+py=${PYTHON:-python3}
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$out"
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5} PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv >"$out/gpu.txt" 2>&1
+"$py" -c 'import jax, flax, torch, transformers; print("jax", jax.__version__, "flax", flax.__version__, "torch", torch.__version__, "transformers", transformers.__version__, jax.devices())' >>"$out/gpu.txt" 2>&1
+cat "$out/gpu.txt"
+
+budget=${SAMPLER_BUDGET_S:-200}
+timeout $((budget + 120)) "$py" "$here/sampler.py" --real_sizes --hf --variants dense/1,blockwise/all,dense/all --variant_batches 64 \
+  --append_chunks 256 --budget_s "$budget" --out "$out/sampler.json" >"$out/sampler.log" 2>&1
+echo "sampler: exit $?"
+timeout 150 "$py" "$here/train_step.py" --preset qwen2_5_1_5b --rows 4 --width 1024 --rl_steps 0 \
+  >"$out/train_step.json" 2>"$out/train_step.log"
+echo "train_step: exit $?"
+
+"$py" - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+try:
+    s = json.load(open(os.path.join(out, "sampler.json")))
+    print("device", s["device"], "roofline", s.get("roofline"))
+    for name, m in s.get("models", {}).items():
+        for r in m["decode"]:
+            print(name, "B=%d" % r["batch"], "ours %.0f tok/s" % r["ours_tok_s"], "hf %.0f" % r.get("hf_tok_s", 0),
+                  "x%.2f" % r.get("speedup_vs_hf", 0), "step %.2f ms" % r["decode_step_ms"],
+                  "prefill %.3f s" % r["prefill_s"], "decode roofline share %.2f" % r["decode_share_of_roofline"],
+                  "first call %.1f s" % r["first_call_s"])
+        for r in m.get("variants", []):
+            print(name, "variant", r["variant"], "B=%d" % r["batch"], "step %.2f ms" % r["decode_step_ms"],
+                  "prefill %.3f s" % r["prefill_s"], "first call %.1f s" % r["first_call_s"])
+        for r in m.get("append_vs_reprefill", []):
+            print(name, "append %.3f s" % r["append_s"], "reprefill %.3f s" % r["reprefill_s"], "x%.2f" % r["speedup"])
+    print("skipped", s.get("skipped_over_budget"))
+except Exception as err:  # a partial or missing file: say so, the logs have the rest
+    print("sampler summary:", repr(err))
+try:
+    t = json.load(open(os.path.join(out, "train_step.json")))
+    print("train step", t["model"], t["batch"], "ours %.3f s mfu %.2f" % (t["ours"]["step_s"], t["ours"]["mfu"]),
+          "torch %.3f s mfu %.2f" % (t["transformers_torch"]["step_s"], t["transformers_torch"]["mfu"]),
+          "x%.2f" % t["speedup_vs_torch"], "peak %.0f TFLOP/s" % t["peak_matmul_tflop_s"])
+except Exception as err:
+    print("train step summary:", repr(err))
+PY
