@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every accelerator benchmark in one go, sized for one GPU (an H100 runs it in about 6 minutes):
-# the sampler at Qwen2.5-1.5B / LLaMA-3.2-1B shapes vs transformers `generate` on the same card,
-# its implementation variants, append vs re-prefill, and a policy update vs a transformers
+# the sampler at Qwen2.5-1.5B / LLaMA-3.2-1B shapes vs transformers `generate` on the same card
+# (with the accelerator defaults: bf16, dense windowed decode attention), the other variants, append vs re-prefill, and a policy update vs a transformers
 # training step. JSON and logs go to DIR; a summary is printed last.
 #
 #   bash bench/gpu.sh [DIR]        # needs medr3_jax importable, jax with CUDA, torch with CUDA
@@ -19,7 +19,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv >
 cat "$out/gpu.txt"
 
 budget=${SAMPLER_BUDGET_S:-200}
-timeout $((budget + 120)) "$py" "$here/sampler.py" --real_sizes --hf --variants dense/1,blockwise/all,dense/all --variant_batches 64 \
+timeout $((budget + 120)) "$py" "$here/sampler.py" --real_sizes --hf --variants blockwise/1,dense/all --variant_batches 64 \
   --append_chunks 256 --budget_s "$budget" --out "$out/sampler.json" >"$out/sampler.log" 2>&1
 echo "sampler: exit $?"
 timeout 150 "$py" "$here/train_step.py" --preset qwen2_5_1_5b --rows 4 --width 1024 --rl_steps 0 \

@@ -32,6 +32,7 @@ from flax import nnx
 from peers import hf_random_model, synchronize  # bench/peers.py (scripts run with bench/ on sys.path)
 
 from medr3_jax.models.config import PRESETS, ModelConfig
+from medr3_jax.models.loading import backend_overrides
 from medr3_jax.models.transformer import Decoder
 from medr3_jax.sampling import GREEDY, Sampler
 
@@ -245,8 +246,7 @@ def parse_variant(spec: str, num_layers: int) -> dict:
 def real_config(name: str) -> ModelConfig:
     if name not in PRESETS:
         raise SystemExit(f"--models: unknown preset {name!r}; known: {sorted(PRESETS)}")
-    dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"  # bf16 on CPU is slow
-    return PRESETS[name].replace(param_dtype=dtype, compute_dtype=dtype)
+    return PRESETS[name].replace(**backend_overrides())  # what train/generate run on this backend
 
 
 def bench_real_sizes(args, result: dict) -> dict:
@@ -267,7 +267,12 @@ def bench_real_sizes(args, result: dict) -> dict:
         config = real_config(name)
         models[name] = model = Decoder(config, rngs=nnx.Rngs(0))
         sampler = Sampler(model, tok, max_new_tokens=args.new_tokens, eos_ids=())
-        entry = result["models"][name] = {"params": config.num_params, "decode": []}
+        entry = result["models"][name] = {
+            "params": config.num_params,
+            "dtype": config.param_dtype,
+            "cache_attention": config.cache_attention,
+            "decode": [],
+        }
         hf = hf_random_model(config) if args.hf else None
         for batch in args.batches:
             if not budget.allows(f"{name} batch {batch}"):

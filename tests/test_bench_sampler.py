@@ -32,6 +32,7 @@ def report(tmp_path_factory) -> dict:
 def test_every_measurement_ran(report):
     assert report["device"]["backend"] == "cpu" and report["device"]["kind"]
     tiny = report["models"]["tiny"]
+    assert (tiny["dtype"], tiny["cache_attention"]) == ("float32", "blockwise")  # the CPU defaults
     [row] = tiny["decode"]
     assert row["batch"] == 2 and row["ours_tok_s"] > 0 and row["hf_tok_s"] > 0 and row["decode_step_ms"] > 0
     assert 0 < row["decode_share_of_roofline"]
