@@ -37,6 +37,7 @@ from jax.sharding import PartitionSpec as P
 import gin
 from medr3_jax.models.config import PRESETS, ModelConfig
 from medr3_jax.models.transformer import abstract_decoder
+from medr3_jax.remote import is_remote, stage
 from medr3_jax.sampling.sampler import CACHE_ROUNDING, PROMPT_BUCKETS, bucket
 from medr3_jax.sharding.mesh import MESH_AXES, parse_mesh_spec
 from medr3_jax.sharding.rules import (
@@ -308,6 +309,8 @@ def resolve_model(exp: Experiment, preset_name: str | None) -> tuple[ModelConfig
     if preset_name:
         raise ValueError(f"--model {preset_name!r}: not a preset; known: {sorted(PRESETS)}")
     path = os.path.expanduser(exp.model)
+    if is_remote(path) and not path.endswith(".gguf"):  # an HF directory in a bucket: its config alone
+        path = os.path.dirname(stage(path.rstrip("/") + "/config.json", knob="Experiment.model"))
     if os.path.isfile(os.path.join(path, "config.json")):
         return ModelConfig.from_hf_dir(path, param_dtype=dtype, compute_dtype=dtype), path
     if path.endswith(".gguf") and os.path.isfile(path):

