@@ -29,5 +29,5 @@ demo: $(VENV)/.stamp-base
 
 # pytest exits 5 when it collects no tests; that is not a failure of the suite.
 test: $(VENV)/.stamp-test
-	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	HF_HUB_OFFLINE=1 $(PY) -m pytest --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
