@@ -7,7 +7,8 @@
 #   bash bench/gpu.sh [DIR]        # needs medr3_jax importable, jax with CUDA, torch with CUDA
 #
 # Environment: PYTHON (default python3), SAMPLER_BUDGET_S (default 200: no sampler measurement
-# starts after it), XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.5: torch runs in the same process).
+# starts after it), XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.5: the sampler's torch peer runs in the
+# same process; the train step's peer runs in its own, so that part takes 0.9).
 set -uo pipefail
 out=${1:-bench_out}
 py=${PYTHON:-python3}
@@ -22,7 +23,7 @@ budget=${SAMPLER_BUDGET_S:-200}
 timeout $((budget + 120)) "$py" "$here/sampler.py" --real_sizes --hf --variants blockwise/1,dense/all --variant_batches 64 \
   --append_chunks 256 --budget_s "$budget" --out "$out/sampler.json" >"$out/sampler.log" 2>&1
 echo "sampler: exit $?"
-timeout 150 "$py" "$here/train_step.py" --preset qwen2_5_1_5b --rows 4 --width 1024 --rl_steps 0 \
+XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 240 "$py" "$here/train_step.py" --preset qwen2_5_1_5b --rows 4 --width 1024 --rl_steps 0 \
   >"$out/train_step.json" 2>"$out/train_step.log"
 echo "train_step: exit $?"
 

@@ -7,7 +7,11 @@ full RL steps (rollout, retrieval, reward, update). Prints JSON.
     python bench/train_step.py --preset qwen2_5_1_5b --rows 8 --width 1024 --rl_steps 0   # one GPU
 
 `--preset` times a model preset with random weights (bf16 on an accelerator, f32 on CPU)
-against a transformers model of the same shapes on the same device.
+against a transformers model of the same shapes on the same device. On an accelerator both sides
+train as mixed precision does: ours keeps f32 master weights and f32 AdamW state
+(`OptimizerConfig.master_dtype`) and runs the model in bf16; the transformers peer holds f32
+weights and runs its forward under `torch.autocast(bfloat16)`. The peer runs first, in a process
+of its own, so that each side has the whole device memory.
 
 MFU = 6 x params x tokens / seconds / peak (the peak matmul FLOP/s is measured in the same run).
 Times exclude compilation (a warm-up step of the same shapes).
@@ -19,6 +23,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -27,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from peers import hf_random_model, synchronize  # bench/peers.py (scripts run with bench/ on sys.path)
 
+from medr3_jax.models.config import preset
 from medr3_jax.models.loading import load_model
 from medr3_jax.trainer.step import OptimizerConfig, PolicyTrainer, TrainBatch, UpdateConfig
 
@@ -75,18 +82,24 @@ def smollm2_torch():
     return transformers.LlamaForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
 
 
-def torch_step(model, batch: TrainBatch, repeats: int) -> float:
+def torch_step(model, batch: TrainBatch, repeats: int, autocast: str | None = None) -> float:
+    """Seconds per AdamW step of the PPO surrogate; `autocast` = the forward's dtype under
+    torch.autocast (the weights keep theirs)."""
+    import contextlib  # noqa: PLC0415
+
     import torch  # noqa: PLC0415
 
     torch.set_num_threads(os.cpu_count() or 1)
     model.train()
+    cast = torch.autocast(model.device.type, getattr(torch, autocast)) if autocast else contextlib.nullcontext()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6, weight_decay=0.01)
     tokens = torch.from_numpy(batch.tokens.astype(np.int64)).to(model.device)
     mask = torch.from_numpy(batch.loss_mask[:, 1:]).to(model.device)
     adv = torch.from_numpy(batch.advantages)[:, None].to(model.device)
 
     def step():
-        logits = model(tokens).logits[:, :-1].float()
+        with cast:
+            logits = model(tokens).logits[:, :-1].float()
         logp = torch.log_softmax(logits, -1).gather(-1, tokens[:, 1:, None])[..., 0]
         loss = -(adv * torch.exp(logp - logp.detach()) * mask).sum() / mask.sum()  # the PPO surrogate at ratio 1
         opt.zero_grad()
@@ -116,6 +129,29 @@ def rl_phases(steps: int) -> dict:
     return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
 
 
+def our_model(preset: str | None):
+    """(our model, label): a preset with random weights in the backend's dtype, or SmolLM2 f32."""
+    if preset:
+        dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+        model, _ = load_model(f"random:{preset}", param_dtype=dtype, compute_dtype=dtype)
+        return model, f"{preset} (random, {dtype})"
+    return load_model("smollm2_135m_instruct")[0], "SmolLM2-135M-Instruct (f32)"
+
+
+def peer_seconds(args: argparse.Namespace) -> tuple[float, str]:
+    """(seconds per transformers step, its precision) for the same model shapes and batch."""
+    import torch  # noqa: PLC0415
+
+    if not args.preset:
+        config = load_model("smollm2_135m_instruct")[0].config
+        return torch_step(smollm2_torch(), _batch(config.vocab_size, args.rows, args.width), args.repeats), "float32"
+    config = preset(args.preset)
+    autocast = "bfloat16" if torch.cuda.is_available() else None
+    model = hf_random_model(config, "float32")
+    seconds = torch_step(model, _batch(config.vocab_size, args.rows, args.width), args.repeats, autocast)
+    return seconds, "float32 weights, bfloat16 autocast" if autocast else "float32"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=4)
@@ -123,28 +159,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rl_steps", type=int, default=2, help="full RL steps for the phase breakdown (0: skip)")
     parser.add_argument("--preset", default=None, help="a model preset with random weights instead of SmolLM2")
+    parser.add_argument("--peer_only", action="store_true", help="(internal) time the transformers side, print s")
     args = parser.parse_args()
-    if args.preset:
-        dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
-        model, _ = load_model(f"random:{args.preset}", param_dtype=dtype, compute_dtype=dtype)
-        config = model.config
-        label, make_torch = f"{args.preset} (random, {dtype})", lambda: hf_random_model(config, dtype)
-    else:
-        model, _ = load_model("smollm2_135m_instruct")
-        label, make_torch = "SmolLM2-135M-Instruct (f32)", smollm2_torch
-        config = model.config
+    if args.peer_only:
+        print(json.dumps(peer_seconds(args)))
+        return
+    # The peer first, in its own process: it returns the device memory when it exits.
+    peer = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--peer_only"], check=True, text=True,
+                          stdout=subprocess.PIPE)  # fmt: skip
+    t_torch, peer_label = json.loads(peer.stdout.strip().splitlines()[-1])
+    model, label = our_model(args.preset)
+    config = model.config
     batch = _batch(config.vocab_size, args.rows, args.width)
     peak = peak_flops()
     tokens = args.rows * args.width
     flops = 6 * config.num_params * tokens
     t_ours = ours(model, batch, args.repeats)
-    del model  # its buffers were donated to the update
-    t_torch = torch_step(make_torch(), batch, args.repeats)
     out = {
         "device": jax.devices()[0].device_kind, "platform": platform.platform(), "cpus": os.cpu_count(),
         "model": label, "batch": [args.rows, args.width], "peak_matmul_tflop_s": peak / 1e12,
-        "ours": {"step_s": t_ours, "tokens_s": tokens / t_ours, "mfu": flops / t_ours / peak},
-        "transformers_torch": {"step_s": t_torch, "tokens_s": tokens / t_torch, "mfu": flops / t_torch / peak},
+        "ours": {"step_s": t_ours, "tokens_s": tokens / t_ours, "mfu": flops / t_ours / peak,
+                 "master_dtype": OptimizerConfig().master_dtype},
+        "transformers_torch": {"step_s": t_torch, "tokens_s": tokens / t_torch, "mfu": flops / t_torch / peak,
+                               "precision": peer_label},
         "speedup_vs_torch": t_torch / t_ours,
     }  # fmt: skip
     if args.rl_steps:

@@ -10,7 +10,8 @@ largest shard on one device comes from the partition rules (`sharding.rules`: `s
   resident  parameters; AdamW state (mu + nu in the parameter dtype, int32 step counts);
             the exact backend's embedding table (rows over every device, float32 on device)
   rollout   the KV cache of one rollout batch (k + v [L, rows, slots, K, H], valid, length)
-  update    the micro-batch gradient accumulator (the scan carry) + one micro-batch's gradient
+  update    one micro-batch's gradient, + the gradient accumulator (the scan carry) when a
+            minibatch has several micro-batches
 
 The KV cache is dropped before the update, so peak = resident + max(rollout, update); total adds
 all of it. Not counted: activations (one line gives the f32 logits of a micro-batch for scale),
@@ -196,7 +197,8 @@ def plan_stage(
 def state_lines(exp: Experiment, config: ModelConfig, mesh: AbstractMesh) -> tuple[list[Line], list[str]]:
     """Parameters (and their f32 master copy when the model's are narrower) and AdamW state
     (resident), then the update's gradient accumulator (the micro-batch scan carry,
-    zeros_like(master)) and one micro-batch's gradient (trainer/step.py)."""
+    zeros_like(master), only when a minibatch has several micro-batches) and one micro-batch's
+    gradient (trainer/step.py)."""
     _, params = abstract_decoder(config)
     master = jax.eval_shape(lambda p: master_copy(p, exp.optimizer.master_dtype), params)
     opt_state = jax.eval_shape(exp.optimizer.build().init, master)
@@ -210,9 +212,12 @@ def state_lines(exp: Experiment, config: ModelConfig, mesh: AbstractMesh) -> tup
                           m_dev, m_all))  # fmt: skip
     lines += [
         Line("optimizer_state", f"optimizer state (AdamW mu+nu, int32 counts: {counts})", "resident", o_dev, o_all),
-        Line("grad_accumulator", "gradient accumulator (micro-batch scan carry)", "update", m_dev, m_all),
         Line("micro_batch_grad", "gradient of one micro-batch", "update", m_dev, m_all),
     ]
+    minibatch = rollout_rows(exp) // exp.update.minibatches
+    if (exp.update.micro_batch or minibatch) < minibatch:  # several micro-batches: a scan carry too
+        lines.insert(-1, Line("grad_accumulator", "gradient accumulator (micro-batch scan carry)", "update",
+                              m_dev, m_all))  # fmt: skip
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     return lines, [note for path, leaf in flat for note in _param_drops(path_to_str(path), leaf.shape, mesh)]
 

@@ -174,9 +174,12 @@ class PolicyTrainer:
             acc_grads, acc_loss = acc
             return (jax.tree.map(jnp.add, acc_grads, grads), acc_loss + loss), metrics
 
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        (grads, loss), metrics = jax.lax.scan(accumulate, (zeros, jnp.float32(0)), (split, weights))
-        metrics = jax.tree.map(jnp.mean, metrics)
+        if weights.shape[0] == 1:  # one micro-batch: no accumulator (one gradient's memory less)
+            (loss, metrics), grads = grad_fn(params, jax.tree.map(lambda x: x[0], split), weights[0])
+        else:
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            (grads, loss), metrics = jax.lax.scan(accumulate, (zeros, jnp.float32(0)), (split, weights))
+            metrics = jax.tree.map(jnp.mean, metrics)
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, new_opt = self.tx.update(grads, opt_state, params)
