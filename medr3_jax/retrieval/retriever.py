@@ -87,11 +87,18 @@ class Retriever:
         self._embed = nnx.jit(lambda model, tokens, mask: model.embed(tokens, mask))
         num_rows = len(self.passages)
         if self.backend == "scann":
-            from medr3_jax.retrieval.scann_index import HostShardedScann, ScannIndex, host_row_range  # noqa: PLC0415
+            from medr3_jax.retrieval.scann_index import HostShardedScann, cached_build, host_row_range  # noqa: PLC0415
 
-            # One share of the rows per process; candidates are merged across processes.
+            # One share of the rows per process; candidates are merged across processes. An index
+            # built by an earlier run over the same rows is loaded from the local cache.
             lo, hi = host_row_range(num_rows, jax.process_index(), jax.process_count())
-            local = ScannIndex.build(self._table_rows(lo, hi), row_offset=lo) if hi > lo else None
+            table_key = {
+                k: self.manifest.get(k) for k in ("corpus_sha256", "encoder", "dtype", "count", "dim", "style")
+            }
+            local = None
+            if hi > lo:
+                read = lambda: self._table_rows(lo, hi)  # noqa: E731
+                local = cached_build(read, num_rows=hi - lo, row_offset=lo, table_key=table_key)
             return HostShardedScann(local, num_rows, jax.process_count())
         return ExactIndex.build(self._table_rows(0, num_rows), mesh or make_mesh("data=-1"))
 
