@@ -282,6 +282,11 @@ def micro_batch_logits(exp: Experiment, config: ModelConfig, mesh: AbstractMesh)
         ("minibatch", minibatch, "UpdateConfig.minibatches"),
         ("micro-batch", micro, "UpdateConfig.micro_batch"),
     ]
+    if minibatch % micro:
+        notes.append(
+            f"UpdateConfig.micro_batch={micro} does not divide the minibatch of {minibatch} rows "
+            f"(rollout {rows} / UpdateConfig.minibatches={exp.update.minibatches}): the trainer refuses it"
+        )
     for what, n, knob in checks:
         if n % shards:
             notes.append(

@@ -143,3 +143,14 @@ def test_without_master_weights_the_optimizer_state_follows_the_bf16_params(caps
     assert "master_parameters" not in got["items"]
     assert got["items"]["optimizer_state"]["per_device"] == 2 * params + 4  # mu + nu in bf16
     assert got["items"]["grad_accumulator"]["per_device"] == params
+
+
+def test_a_micro_batch_the_trainer_would_refuse_is_named_and_one_micro_batch_has_no_accumulator(capsys):
+    base = ["--gin_file", STAGE3, "--gin_file", LLAMA_GIN, "--gin_file", PAPER, "--model", "llama3_1_8b_instruct",
+            "--mesh", "data=1,fsdp=8,tensor=1"]  # fmt: skip
+    got = run_json(capsys, *base, "--gin_param", "UpdateConfig.micro_batch = 48")  # minibatch 512 / 4 = 128
+    assert any("UpdateConfig.micro_batch=48 does not divide the minibatch of 128 rows" in n for n in got["notes"])
+    got = run_json(capsys, *base, "--gin_param", "UpdateConfig.micro_batch = None")  # one micro-batch
+    assert "grad_accumulator" not in got["items"]
+    assert got["items"]["micro_batch_grad"]["per_device"] == 2 * llama_param_bytes(fsdp=8, tensor=1)
+    assert not any("does not divide" in n for n in got["notes"])
