@@ -179,6 +179,33 @@ on_workers() {
   tpu_vm ssh "--worker=$worker" "--command=$command" "$@"
 }
 
+# A gs:// workdir is used through Cloud Storage FUSE: the trainer writes its workdir as files and
+# every host's Orbax shards must land in one checkpoint, so the bucket is mounted at the same path
+# on every worker, GCS_MOUNT_ROOT/<bucket>, and the run is given that path.
+GCS_MOUNT_ROOT=/mnt/gcs
+
+# gcs_workdir URL: checks a gs://BUCKET[/PATH] workdir; sets BUCKET and MOUNTED (the path on a worker).
+gcs_workdir() {
+  local rest=${1#gs://}
+  BUCKET=${rest%%/*}
+  [[ $BUCKET =~ ^[a-z0-9][a-z0-9._-]*$ ]] || die_usage "--workdir $1: expected gs://BUCKET/PATH"
+  MOUNTED=$GCS_MOUNT_ROOT/$rest
+  MOUNTED=${MOUNTED%/}
+}
+
+# gcs_mount_command BUCKET: a worker command that mounts the bucket at GCS_MOUNT_ROOT/BUCKET
+# unless it is mounted, installing gcsfuse first where it is missing (Google's apt repository).
+gcs_mount_command() {
+  local dir=$GCS_MOUNT_ROOT/$1
+  printf '%s' "mountpoint -q $dir || { command -v gcsfuse >/dev/null || { \
+echo \"deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt \
+gcsfuse-\$(lsb_release -c -s) main\" | sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null && \
+curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc \
+>/dev/null && sudo apt-get -o DPkg::Lock::Timeout=600 -qq update && \
+sudo DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -qq install -y gcsfuse; } && \
+sudo mkdir -p $dir && sudo chown \"\$(id -u):\$(id -g)\" $dir && gcsfuse --implicit-dirs $1 $dir; }"
+}
+
 # Accelerator types the scripts know, and the runtime (software) version for each generation.
 ACCELERATOR_TYPES='v4-8 v4-16 v4-32 v4-64 v4-128 v4-256 v5litepod-8 v5litepod-16 v5litepod-32 v5litepod-64 v5litepod-128 v5litepod-256'
 

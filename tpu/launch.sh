@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tpu/launch.sh: start `python -m medr3_jax.train` on every worker at once (JAX multi-controller:
 # each host runs the same program; jax.distributed finds its peers on TPU by itself).
-#   tpu/launch.sh --name medr3 --zone us-central2-b --workdir /mnt/gcs/runs/llama-s3 \
+#   tpu/launch.sh --name medr3 --zone us-central2-b --workdir gs://my-bucket/runs/llama-s3 \
 #       --gin_file=gin/stage3.gin --gin_file=gin/models/llama3_1_8b_instruct.gin \
 #       --gin_file=gin/mesh/v4_32.gin --gin_param="MODEL_DIR='/data/Llama-3.1-8B-Instruct'"
 # Each worker runs it under nohup, appending to ~/medr3_jax_logs/train.log on its own disk.
@@ -24,7 +24,10 @@ Runs, on every worker at once, in $REMOTE_REPO:
 after checking that no run is going on any worker. Follow it with tpu/logs.sh.
 
   --workdir DIR     checkpoints, TensorBoard, rollouts (required). One host: a path on the worker.
-                    A pod: a gs:// bucket (Orbax writes each host's shards to the same checkpoint).
+                    A pod: gs://BUCKET/PATH, mounted with gcsfuse at $GCS_MOUNT_ROOT/BUCKET on every
+                    worker (installed if missing), so that each host's checkpoint shards land in
+                    one checkpoint; the run gets $GCS_MOUNT_ROOT/BUCKET/PATH. A shared mount of
+                    your own (NFS, Filestore) works as a plain path.
                     A relative path is relative to $REMOTE_REPO.
   --gin_file FILE   repeatable, relative to $REMOTE_REPO (gin/stage3.gin, gin/mesh/v4_32.gin, ...)
   --gin_param P     repeatable, passed through intact, e.g. --gin_param="MODEL_DIR='/data/llama'"
@@ -74,12 +77,22 @@ else echo \"\$(hostname): not running\"; fi"
   exit 0
 fi
 [[ -n $WORKDIR ]] || die_usage "missing required flag --workdir"
-train_args+=("--workdir=$WORKDIR")
+if [[ $WORKDIR == gs://* ]]; then
+  gcs_workdir "$WORKDIR" # sets BUCKET, MOUNTED
+  train_args+=("--workdir=$MOUNTED")
+else
+  train_args+=("--workdir=$WORKDIR")
+fi
 
 # 1. Refuse to start a second run on a worker (the TPU is taken) or to start without setup.sh.
 on_workers all "if $running; then echo \"\$(hostname): a run is going (pid \$(cat $PIDFILE)); \
 tpu/launch.sh --stop first\" >&2; exit 1; fi; [ -x $REMOTE_REPO/.venv/bin/python ] || \
 { echo \"\$(hostname): no $REMOTE_REPO/.venv; run tpu/setup.sh first\" >&2; exit 1; }"
+
+# 1b. A gs:// workdir: mount the bucket on every worker (the same path everywhere).
+if [[ $WORKDIR == gs://* ]]; then
+  on_workers all "$(gcs_mount_command "$BUCKET")"
+fi
 
 # 2. Start it on all workers. `cmd &` alone (not `a && cmd &`) so that $! is the trainer's pid.
 train=$(quote_cmd nohup env "${env_args[@]}" .venv/bin/python -m medr3_jax.train "${train_args[@]}")

@@ -106,7 +106,8 @@ def refuse_remote_path(knob: str, value: str | None) -> None:
     if is_remote(value):
         raise ValueError(
             f"{knob}={value!r}: a remote workdir is not written directly; mount the bucket with Cloud "
-            "Storage FUSE (gcsfuse) at the same path on every host and pass that path (inputs such as "
+            "Storage FUSE (gcsfuse) at the same path on every host and pass that path — on a TPU VM "
+            "`tpu/launch.sh --workdir gs://BUCKET/PATH` does that for you (inputs such as "
             "Experiment.model or index_dir may be gs:// URLs: they are copied to local disk)"
         )
 

@@ -50,6 +50,16 @@ PRECHECK = (
     'tpu/launch.sh --stop first" >&2; exit 1; fi; [ -x ~/medr3_jax/.venv/bin/python ] || { echo "$(hostname): '
     'no ~/medr3_jax/.venv; run tpu/setup.sh first" >&2; exit 1; }'
 )
+# A gs:// workdir: the bucket is mounted with gcsfuse (installed where missing) on the workers.
+MOUNT = (
+    'mountpoint -q /mnt/gcs/my-bucket || { command -v gcsfuse >/dev/null || { echo "deb '
+    "[signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt "
+    'gcsfuse-$(lsb_release -c -s) main" | sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null && curl -fsSL '
+    "https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc "
+    ">/dev/null && sudo apt-get -o DPkg::Lock::Timeout=600 -qq update && sudo DEBIAN_FRONTEND=noninteractive "
+    "apt-get -o DPkg::Lock::Timeout=600 -qq install -y gcsfuse; } && sudo mkdir -p /mnt/gcs/my-bucket && sudo "
+    'chown "$(id -u):$(id -g)" /mnt/gcs/my-bucket && gcsfuse --implicit-dirs my-bucket /mnt/gcs/my-bucket; }'
+)
 LAUNCH_HEAD = (
     "cd ~/medr3_jax || exit 1; mkdir -p ~/medr3_jax_logs; "
     'echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) $(hostname)" >> ~/medr3_jax_logs/train.log; '
@@ -107,7 +117,7 @@ LAUNCH_V4_TRAIN = [
     "--gin_file=gin/mesh/v4_32.gin",
     f"--gin_param={MODEL_PARAM}",
     "--gin_param=Experiment.num_steps = 100",
-    "--workdir=gs://my-bucket/runs/llama-s3",
+    "--workdir=/mnt/gcs/my-bucket/runs/llama-s3",  # where the bucket is mounted on every worker
 ]
 LAUNCH_V5 = [
     "--gin_file=gin/stage3.gin",
@@ -171,7 +181,11 @@ DRY_RUNS = {
     "launch-v4-32": (
         "launch.sh",
         [*V4, *LAUNCH_V4],
-        [_ssh(SSH_V4, "all", PRECHECK), _ssh(SSH_V4, "all", _launch_remote(*LAUNCH_V4_TRAIN))],
+        [
+            _ssh(SSH_V4, "all", PRECHECK),
+            _ssh(SSH_V4, "all", MOUNT),
+            _ssh(SSH_V4, "all", _launch_remote(*LAUNCH_V4_TRAIN)),
+        ],
     ),
     "launch-v5e-64": (
         "launch.sh",
@@ -200,8 +214,8 @@ DRY_RUNS = {
         "tensorboard.sh",
         [*V4, "--workdir", "gs://my-bucket/runs/llama-s3"],
         [
-            f"{SSH_V4} --worker=0 --command='cd ~/medr3_jax && exec .venv/bin/tensorboard "
-            "--logdir=gs://my-bucket/runs/llama-s3 --host=localhost --port=6006' -- -L 6006:localhost:6006"
+            f"{SSH_V4} --worker=0 --command='{MOUNT} && cd ~/medr3_jax && exec .venv/bin/tensorboard "
+            "--logdir=/mnt/gcs/my-bucket/runs/llama-s3 --host=localhost --port=6006' -- -L 6006:localhost:6006"
         ],
     ),
     "tensorboard-v5e-64": (
@@ -299,10 +313,10 @@ def test_gin_params_survive_both_shells(env, tmp_path):
     for case, train_args in (("launch-v4-32", LAUNCH_V4_TRAIN), ("launch-v5e-64", LAUNCH_V5)):
         script, args, _ = DRY_RUNS[case]
         res = _run(script, *args, "--dry-run", env=env, cwd=tmp_path)
-        words = _remote_words(res.stdout.splitlines()[1])
+        words = _remote_words(res.stdout.splitlines()[-1])
         start = words.index("nohup")
         assert words[start : start + len(train_args) + 6] == _train_argv(*train_args), case
-    v4 = _remote_words(_run("launch.sh", *V4, *LAUNCH_V4, "--dry-run", env=env, cwd=tmp_path).stdout.splitlines()[1])
+    v4 = _remote_words(_run("launch.sh", *V4, *LAUNCH_V4, "--dry-run", env=env, cwd=tmp_path).stdout.splitlines()[-1])
     assert f"--gin_param={MODEL_PARAM}" in v4
     assert "--gin_param=MODEL_DIR='/data/Llama-3.1-8B-Instruct'" in v4
     v5 = _remote_words(_run("launch.sh", *V5, *LAUNCH_V5, "--dry-run", env=env, cwd=tmp_path).stdout.splitlines()[1])
@@ -364,6 +378,7 @@ BAD_FLAGS = [
     ("create.sh", ["--name", "n", "--zone", "z"], "--accelerator-type"),
     ("launch.sh", ["--name", "n", "--zone", "z", "--gin_file=gin/stage3.gin"], "--workdir"),
     ("launch.sh", ["--name", "n", "--zone", "z", "--workdir=w", "--env", "1X=2"], "--env"),
+    ("launch.sh", ["--name", "n", "--zone", "z", "--workdir=gs://My_Bucket/run"], "--workdir"),
     ("tensorboard.sh", ["--name", "n", "--zone", "z"], "--workdir"),
     ("tensorboard.sh", ["--name", "n", "--zone", "z", "--workdir=w", "--port=http"], "--port"),
     ("logs.sh", ["--name", "n", "--zone", "z", "--worker", "all"], "--worker"),
@@ -463,13 +478,13 @@ def _alive(pid: int) -> bool:
 def test_launch_line_as_written(env, tmp_path):
     """The v4-32 launch line spelled out once (the table above builds it from parts)."""
     res = _run("launch.sh", *V4, *LAUNCH_V4, "--dry-run", env=env, cwd=tmp_path)
-    assert res.stdout.splitlines()[1] == (
+    assert res.stdout.splitlines()[2] == (
         "gcloud compute tpus tpu-vm ssh medr3-v4 --zone=us-central2-b --project=my-proj --worker=all "
         """--command='cd ~/medr3_jax || exit 1; mkdir -p ~/medr3_jax_logs; echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) """
         """$(hostname)" >> ~/medr3_jax_logs/train.log; nohup env PYTHONUNBUFFERED=1 .venv/bin/python -m """
         "medr3_jax.train --gin_file=gin/stage3.gin --gin_file=gin/models/llama3_1_8b_instruct.gin "
         """--gin_file=gin/mesh/v4_32.gin --gin_param="MODEL_DIR='"'"'/data/Llama-3.1-8B-Instruct'"'"'" """
-        """--gin_param='"'"'Experiment.num_steps = 100'"'"' --workdir=gs://my-bucket/runs/llama-s3 """
+        """--gin_param='"'"'Experiment.num_steps = 100'"'"' --workdir=/mnt/gcs/my-bucket/runs/llama-s3 """
         ">> ~/medr3_jax_logs/train.log 2>&1 < /dev/null & echo $! > ~/medr3_jax_logs/train.pid; "
         """echo "$(hostname): started pid $!, log ~/medr3_jax_logs/train.log"'"""
     )
