@@ -181,7 +181,10 @@ on_workers() {
 
 # A gs:// workdir is used through Cloud Storage FUSE: the trainer writes its workdir as files and
 # every host's Orbax shards must land in one checkpoint, so the bucket is mounted at the same path
-# on every worker, GCS_MOUNT_ROOT/<bucket>, and the run is given that path.
+# on every worker, GCS_MOUNT_ROOT/<bucket>, and the run is given that path. Orbax finalises a
+# checkpoint on a local path by renaming its temporary directory, which gcsfuse refuses by default:
+# --rename-dir-limit allows it (a copy + delete on GCS, not atomic; a preemption during it can
+# leave a step without its items, which restore reports by name: resume from the step before).
 GCS_MOUNT_ROOT=/mnt/gcs
 
 # gcs_workdir URL: checks a gs://BUCKET[/PATH] workdir; sets BUCKET and MOUNTED (the path on a worker).
@@ -203,7 +206,7 @@ gcsfuse-\$(lsb_release -c -s) main\" | sudo tee /etc/apt/sources.list.d/gcsfuse.
 curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc \
 >/dev/null && sudo apt-get -o DPkg::Lock::Timeout=600 -qq update && \
 sudo DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -qq install -y gcsfuse; } && \
-sudo mkdir -p $dir && sudo chown \"\$(id -u):\$(id -g)\" $dir && gcsfuse --implicit-dirs $1 $dir; }"
+sudo mkdir -p $dir && sudo chown \"\$(id -u):\$(id -g)\" $dir && gcsfuse --implicit-dirs --rename-dir-limit=1000000 $1 $dir; }"
 }
 
 # Accelerator types the scripts know, and the runtime (software) version for each generation.

@@ -58,7 +58,7 @@ MOUNT = (
     "https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc "
     ">/dev/null && sudo apt-get -o DPkg::Lock::Timeout=600 -qq update && sudo DEBIAN_FRONTEND=noninteractive "
     "apt-get -o DPkg::Lock::Timeout=600 -qq install -y gcsfuse; } && sudo mkdir -p /mnt/gcs/my-bucket && sudo "
-    'chown "$(id -u):$(id -g)" /mnt/gcs/my-bucket && gcsfuse --implicit-dirs my-bucket /mnt/gcs/my-bucket; }'
+    'chown "$(id -u):$(id -g)" /mnt/gcs/my-bucket && gcsfuse --implicit-dirs --rename-dir-limit=1000000 my-bucket /mnt/gcs/my-bucket; }'
 )
 LAUNCH_HEAD = (
     "cd ~/medr3_jax || exit 1; mkdir -p ~/medr3_jax_logs; "
