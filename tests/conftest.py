@@ -1,12 +1,25 @@
-"""Test-wide settings (8 emulated CPU devices, set before jax is imported; no hub lookups) and
-session fixtures for the bundled real assets and their transformers references.
+"""Test-wide settings (8 emulated CPU devices, set before jax is imported; no hub lookups; a
+persistent compilation cache for this session) and session fixtures for the bundled real assets
+and their transformers references.
 
 The assets are installed by `make test`; a missing one fails (AssetMissing), never skips.
+
+The compilation cache lives in a fresh temporary folder per test session, shared with the
+subprocesses the tests start (they inherit the environment): the train-loop tests build the same
+programs in every run_stage and every process, and XLA compiled about half of their time.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="medr3_jax_test_xla_cache_")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -5,6 +5,7 @@ re-forward of the final sequences."""
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from medr3_jax.data.datasets import load_records
 from medr3_jax.data.prompts import PromptStyle, render_prompt
@@ -28,7 +29,8 @@ def test_kv_continued_logprobs_equal_a_full_forward(smollm2, sample_index_dir, s
     assert rollout.search_counts.max() >= 1, rollout.texts
     assert (rollout.provenance == DOCUMENT).any()
 
-    logits, _ = jax.jit(lambda t, p, m: model(t, p, m))(rollout.tokens, rollout.positions, rollout.mask)
+    # The weights go in as arguments (nnx.jit), not as constants baked into the executable.
+    logits, _ = nnx.jit(lambda mdl, t, p, m: mdl(t, p, m))(model, rollout.tokens, rollout.positions, rollout.mask)
     logp = jax.nn.log_softmax(np.asarray(logits, np.float32), axis=-1)
     # the log-prob of token t is read from the logits at t-1
     want = np.take_along_axis(np.asarray(logp[:, :-1]), rollout.tokens[:, 1:, None], axis=-1)[..., 0]
