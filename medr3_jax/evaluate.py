@@ -34,7 +34,7 @@ from medr3_jax.sampling import GREEDY, Sampler
 
 log = logging.getLogger("medr3_jax.evaluate")
 
-SAMPLE_DATA_DIR = os.path.join(os.path.expanduser("~"), ".cache", "medr3_jax", "sample_tfds")
+SAMPLE_DATA_DIR = os.path.join(assets.CACHE_ROOT, "sample_tfds")
 
 
 @dataclasses.dataclass(frozen=True)

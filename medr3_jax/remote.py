@@ -20,9 +20,11 @@ import os
 import re
 from typing import Any
 
+from medr3_jax.assets import CACHE_ROOT
+
 log = logging.getLogger(__name__)
 
-CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "medr3_jax", "remote")
+CACHE_DIR = os.path.join(CACHE_ROOT, "remote")
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 

@@ -3,6 +3,8 @@ sized from the table; brute force below a threshold (tiny corpora cannot train t
 
     index = ScannIndex.build(table, k_hint=10)      # table [N,D] float32, inner product
     index.config.leaves_to_search, index.config.calibrated_recall   # chosen on the table itself
+    rows, scores = index.search(query_vectors, k=10)
+    index.save(directory); ScannIndex.load(directory)
 
 How many leaves to search (and how many candidates to re-rank) depends on how clustered the
 embeddings are, which no formula from N alone knows: `build` calibrates them on the table. It
@@ -12,8 +14,6 @@ reaches `target_recall` (default CALIBRATION_RECALL = 0.97, a margin over the 0.
 since real queries are not table rows); when more leaves stop helping, it doubles the re-rank
 count instead (up to 4x). A table whose target is out of reach gets the most thorough setting
 tried, with a logged warning. A `config` passed in is used as given.
-    rows, scores = index.search(query_vectors, k=10)
-    index.save(directory); ScannIndex.load(directory)
 
 `cached_build` keeps built indexes in a local cache (~/.cache/medr3_jax/scann, keyed by what
 the table was made from and the row range), so a restarted or resumed run loads its index
@@ -38,6 +38,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from medr3_jax.assets import CACHE_ROOT
 from medr3_jax.sharding.distributed import gather_from_processes
 
 BRUTE_FORCE_BELOW = 20_000  # rows; below this an exact scan is as fast and needs no training
@@ -45,7 +46,7 @@ CALIBRATION_QUERIES = 256  # table rows used as queries when calibrating the sea
 CALIBRATION_RECALL = 0.97  # recall@k the calibrated search reaches on them
 CALIBRATION_BLOCK_ROWS = 65_536  # rows per block of the exact neighbours (256 x 64k f32 = 64 MB)
 
-SCANN_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "medr3_jax", "scann")
+SCANN_CACHE_DIR = os.path.join(CACHE_ROOT, "scann")
 BUILD_VERSION = 2  # bump when build() would make a different index from the same table
 
 log = logging.getLogger("medr3_jax.retrieval.scann")

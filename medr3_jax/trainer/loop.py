@@ -46,7 +46,7 @@ from medr3_jax.trainer.step import OptimizerConfig, PolicyTrainer, TrainBatch, U
 log = logging.getLogger("medr3_jax.train")
 
 PREVIOUS_STAGE = {"stage2": "stage1", "stage3": "stage2"}
-CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "medr3_jax")
+CACHE_DIR = assets.CACHE_ROOT
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
