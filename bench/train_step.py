@@ -142,10 +142,9 @@ def peer_seconds(args: argparse.Namespace) -> tuple[float, str]:
     """(seconds per transformers step, its precision) for the same model shapes and batch."""
     import torch  # noqa: PLC0415
 
+    config = preset(args.preset or "smollm2_135m_instruct")  # shapes only: no weights loaded here
     if not args.preset:
-        config = load_model("smollm2_135m_instruct")[0].config
         return torch_step(smollm2_torch(), _batch(config.vocab_size, args.rows, args.width), args.repeats), "float32"
-    config = preset(args.preset)
     autocast = "bfloat16" if torch.cuda.is_available() else None
     model = hf_random_model(config, "float32")
     seconds = torch_step(model, _batch(config.vocab_size, args.rows, args.width), args.repeats, autocast)
