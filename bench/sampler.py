@@ -102,8 +102,9 @@ def ours_timed(
     }
 
 
-def hf_tokens_per_s(hf_model, prompts: list[list[int]], new_tokens: int, pad_id: int) -> float:
-    """transformers `generate` (greedy, its default dynamic cache) on the model's device."""
+def hf_tokens_per_s(hf_model, prompts: list[list[int]], new_tokens: int, pad_id: int, repeats: int = 2) -> float:
+    """transformers `generate` (greedy, its default dynamic cache) on the model's device: the
+    best of `repeats` timed runs, as for ours (single CPU runs of it varied by up to 40%)."""
     import torch  # noqa: PLC0415
 
     width = max(map(len, prompts))
@@ -120,12 +121,15 @@ def hf_tokens_per_s(hf_model, prompts: list[list[int]], new_tokens: int, pad_id:
             ids[:, :8], attention_mask=attn[:, :8], max_new_tokens=2, do_sample=False, pad_token_id=pad_id
         )
         synchronize(hf_model)
-        start = time.perf_counter()
-        out = hf_model.generate(ids, **kwargs)
-        synchronize(hf_model)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = hf_model.generate(ids, **kwargs)
+            synchronize(hf_model)
+            best = min(best, time.perf_counter() - start)
     if out.shape[1] != width + new_tokens:
         raise RuntimeError(f"transformers generated {out.shape[1] - width} tokens, not {new_tokens}")
-    return len(prompts) * new_tokens / (time.perf_counter() - start)
+    return len(prompts) * new_tokens / best
 
 
 def append_vs_reprefill(
@@ -183,7 +187,7 @@ def bench_smollm2(args) -> dict:
     from medr3_jax.models.loading import load_model  # noqa: PLC0415
 
     torch.set_num_threads(os.cpu_count() or 1)
-    model, tok = load_model("smollm2_135m_instruct")
+    model, tok = load_model("smollm2_135m_instruct", **backend_overrides())  # as generate/train run it
     folder, name = os.path.split(assets.smollm2_gguf())
     hf = transformers.LlamaForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
     prompt = tok.encode(
@@ -286,7 +290,8 @@ def bench_real_sizes(args, result: dict) -> dict:
                 "decode_share_of_roofline": batch / (row["decode_step_ms"] / 1e3) / bound,
             }
             if hf is not None:
-                row["hf_tok_s"] = hf_tokens_per_s(hf, prompts, args.new_tokens, tok.pad_id)
+                # One timed run: GPU timings are steady, and the device budget is tight.
+                row["hf_tok_s"] = hf_tokens_per_s(hf, prompts, args.new_tokens, tok.pad_id, repeats=1)
                 row["speedup_vs_hf"] = row["ours_tok_s"] / row["hf_tok_s"]
             entry["decode"].append(row)
             budget.save()

@@ -21,6 +21,7 @@ import numpy as np
 Family = Literal["llama", "qwen2"]
 RematPolicy = Literal["none", "full", "dots"]
 CacheAttention = Literal["blockwise", "dense"]
+DecodeWeights = Literal["stacked", "per_layer"]
 
 _ARCHITECTURES: dict[str, Family] = {
     "LlamaForCausalLM": "llama",
@@ -85,8 +86,13 @@ class ModelConfig:
     # "blockwise" reads only the live KV_BLOCKs of the cache (long caches), "dense" attends over
     # every slot, masked, in one pass (short caches; no inner loop) — and how many layers one
     # `lax.scan` iteration runs (num_layers unrolls fully: no per-layer loop, longer compiles).
+    # decode_weights="per_layer": a decode call slices each layer's weights out of the stacks
+    # once, before its loop, and each step runs the layers unrolled on those slices; "stacked"
+    # scans the stacks in every step, where XLA:CPU copies each layer's weights out of them
+    # (a second copy of the weights during decode and longer compiles, for faster CPU steps).
     cache_attention: CacheAttention = "blockwise"
     layer_unroll: int = 1
+    decode_weights: DecodeWeights = "stacked"
 
     def __post_init__(self) -> None:
         positive = (
@@ -114,6 +120,8 @@ class ModelConfig:
             raise ConfigError(f"ModelConfig.remat={self.remat!r}; expected 'none', 'full' or 'dots'")
         if self.cache_attention not in ("blockwise", "dense"):
             raise ConfigError(f"ModelConfig.cache_attention={self.cache_attention!r}; expected 'blockwise' or 'dense'")
+        if self.decode_weights not in ("stacked", "per_layer"):
+            raise ConfigError(f"ModelConfig.decode_weights={self.decode_weights!r}; expected 'stacked' or 'per_layer'")
         if not 1 <= self.layer_unroll <= self.num_layers:
             raise ConfigError(
                 f"ModelConfig.layer_unroll={self.layer_unroll} must be in [1, num_layers={self.num_layers}]"

@@ -30,14 +30,17 @@ def backend_overrides(
 ) -> dict[str, str]:
     """ModelConfig overrides for a run on `backend` (default: JAX's), where the user set none.
 
-    CPU: float32 and blockwise cache attention. Accelerators: bfloat16 and dense (windowed)
-    cache attention, which has no loop over cache blocks: on an H100 its decode steps were
-    1.3-1.75x faster than blockwise's (bench/sampler.py --variants; on CPU it was no faster).
+    CPU: float32, blockwise cache attention and per-layer decode weights. Accelerators:
+    bfloat16, dense (windowed) cache attention, which has no loop over cache blocks (on an H100
+    its decode steps were 1.3-1.75x faster than blockwise's; on CPU it was no faster), and
+    stacked decode weights (no second copy of the weights in accelerator memory). On CPU,
+    per-layer weights make SmolLM2-135M decode steps ~1.25x faster (bench/sampler.py).
     """
     accelerator = (backend or jax.default_backend()) != "cpu"
     dtype = param_dtype or ("bfloat16" if accelerator else "float32")
     attention = cache_attention or ("dense" if accelerator else "blockwise")
-    return {"param_dtype": dtype, "compute_dtype": dtype, "cache_attention": attention}
+    weights = "stacked" if accelerator else "per_layer"
+    return {"param_dtype": dtype, "compute_dtype": dtype, "cache_attention": attention, "decode_weights": weights}
 
 
 def open_checkpoint(name_or_path: str, **overrides: Any) -> tuple[ModelConfig, TensorSource, str]:

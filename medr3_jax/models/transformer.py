@@ -86,12 +86,19 @@ def kv_window(needed: int, max_len: int) -> int:
 
 
 # ---- KV cache -----------------------------------------------------------------------------
+def kv_cache_shape(config: ModelConfig, batch: int, max_len: int) -> tuple[int, int, int, int, int]:
+    """[L, B, K, S, H]: kv heads before slots, so a layer's [B, K, S, H] slice is what the
+    attention products take as it is (slots-major storage cost a transpose of the attended
+    slots in every layer of every decode step)."""
+    return (config.num_layers, batch, config.num_kv_heads, max_len, config.head_dim)
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class KVCache:
     """Static-shape cache carried between calls.
 
-    k, v:   [L, B, S, K, H] keys (after RoPE) and values.
+    k, v:   [L, B, K, S, H] keys (after RoPE) and values (`kv_cache_shape`).
     valid:  [B, S] bool, the slot holds a real token (padding and unused slots are False).
     length: [B] int32, the next slot each row writes; a call with T tokens advances it by T.
     """
@@ -106,7 +113,7 @@ class KVCache:
         """An empty cache; `max_len` rounds up to a multiple of KV_BLOCK."""
         dtype = dtype or jnp_dtype(config.compute_dtype)
         max_len = -(-max_len // KV_BLOCK) * KV_BLOCK
-        shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+        shape = kv_cache_shape(config, batch, max_len)
         return cls(
             k=jnp.zeros(shape, dtype),
             v=jnp.zeros(shape, dtype),
@@ -116,7 +123,7 @@ class KVCache:
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[2]
+        return self.k.shape[3]
 
 
 def write_slots(length: Array, t: int) -> tuple[Array, Array]:
@@ -176,28 +183,34 @@ def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
 
     Softmax in f32; fully masked query rows (padding) give finite garbage, never NaN.
     """
+    return attention_heads_major(q, jnp.einsum("BSKH->BKSH", k), jnp.einsum("BSKH->BKSH", v), mask)
+
+
+def attention_heads_major(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """`attention` with k/v [B,K,S,H], the cache's layout (no transpose of the keys)."""
     b, t, n, h = q.shape
-    kv = k.shape[2]
+    kv = k.shape[1]
     qg = _group_queries(q, kv)
-    kt, vt = jnp.einsum("BSKH->BKSH", k), jnp.einsum("BSKH->BKSH", v)
-    scores = jnp.einsum("BKQH,BKSH->BKQS", qg, kt, preferred_element_type=jnp.float32) * (h**-0.5)
+    scores = jnp.einsum("BKQH,BKSH->BKQS", qg, k, preferred_element_type=jnp.float32) * (h**-0.5)
     scores = jnp.where(_group_mask(mask, n // kv), scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return _ungroup(jnp.einsum("BKQS,BKSH->BKQH", probs, vt), t)
+    return _ungroup(jnp.einsum("BKQS,BKSH->BKQH", probs, v), t)
 
 
-def blockwise_attention(q: Array, k: Array, v: Array, mask: Array, live: Array, layer: Array | None = None) -> Array:
+def blockwise_attention(
+    q: Array, k: Array, v: Array, mask: Array, live: Array, layer: Array | int | None = None
+) -> Array:
     """Attention over the first `live` cache slots only, KV_BLOCK at a time (online softmax).
 
-    q [B,T,N,H], k/v [B,S,K,H] with S a multiple of KV_BLOCK, mask [B,T,S], live: int32 scalar.
-    With `layer`, k/v are the whole cache [L,B,S,K,H] and each block is read straight from that
-    layer's slice (no copy of the layer's whole [B,S,K,H] cache per step). The loop runs
+    q [B,T,N,H], k/v [B,K,S,H] with S a multiple of KV_BLOCK, mask [B,T,S], live: int32 scalar.
+    With `layer`, k/v are the whole cache [L,B,K,S,H] and each block is read straight from that
+    layer's slice (no copy of the layer's whole [B,K,S,H] cache per step). The loop runs
     ceil(live / KV_BLOCK) times, so a decode step reads the live part of the cache, not all S
     slots. Equal to `attention` up to f32 rounding (masked entries score finfo.min, so a row
     whose first blocks are all padding is reset by its first real block).
     """
     b, t, n, h = q.shape
-    kv, s = k.shape[-2], k.shape[-3]
+    kv, s = k.shape[-3], k.shape[-2]
     if s % KV_BLOCK:
         raise ValueError(f"cache length {s} is not a multiple of KV_BLOCK={KV_BLOCK}")
     qg = _group_queries(q, kv) * jnp.asarray(h**-0.5, q.dtype)
@@ -206,12 +219,12 @@ def blockwise_attention(q: Array, k: Array, v: Array, mask: Array, live: Array, 
 
     def read(cache: Array, j: Array) -> Array:  # block j as [B,K,KV_BLOCK,H], in q's dtype
         if layer is None:
-            part = jax.lax.dynamic_slice_in_dim(cache, j * KV_BLOCK, KV_BLOCK, axis=1)
+            part = jax.lax.dynamic_slice_in_dim(cache, j * KV_BLOCK, KV_BLOCK, axis=2)
         else:
             zero = jnp.zeros((), jnp.int32)
-            start = (layer.astype(jnp.int32), zero, (j * KV_BLOCK).astype(jnp.int32), zero, zero)
-            part = jax.lax.dynamic_slice(cache, start, (1, b, KV_BLOCK, kv, h))[0]
-        return jnp.einsum("BSKH->BKSH", part.astype(q.dtype))
+            start = (jnp.asarray(layer, jnp.int32), zero, zero, (j * KV_BLOCK).astype(jnp.int32), zero)
+            part = jax.lax.dynamic_slice(cache, start, (1, b, kv, KV_BLOCK, h))[0]
+        return part.astype(q.dtype)
 
     def block(j, carry):
         m, denom, acc = carry
@@ -245,7 +258,7 @@ def _decoder_layer(
 ) -> tuple[Array, tuple[Array, Array] | None]:
     """One pre-norm block. x [B,T,D].
 
-    kv = (whole cache k, v [L,B,S,K,H], this layer's index, live slot count, window) or None;
+    kv = (whole cache k, v [L,B,K,S,H], this layer's index, live slot count, window) or None;
     `slots` = (rows, slots) [B,T] where the new keys go. The new keys are scattered into the
     carried cache in place (no per-step copy of the cache); attention then reads only the
     live blocks of this layer's slice (`cache_attention="blockwise"`, a loop over blocks), or,
@@ -266,17 +279,22 @@ def _decoder_layer(
     if kv is not None:
         cache_k, cache_v, layer, live, window = kv
         rows, where = slots
-        cache_k = cache_k.at[layer, rows, where].set(k.astype(cache_k.dtype), mode="drop")
-        cache_v = cache_v.at[layer, rows, where].set(v.astype(cache_v.dtype), mode="drop")
+        # [layer, rows, :, where] indexes [B,T] x K: the value is k as it is, [B,T,K,H].
+        cache_k = cache_k.at[layer, rows, :, where].set(k.astype(cache_k.dtype), mode="drop")
+        cache_v = cache_v.at[layer, rows, :, where].set(v.astype(cache_v.dtype), mode="drop")
         new_kv = (cache_k, cache_v)
         if config.cache_attention == "dense" and q.shape[1] == 1:
-            w = window or cache_k.shape[2]
-            attn = attention(q, cache_k[layer, :, :w], cache_v[layer, :, :w], mask[:, :, :w])
+            w = window or cache_k.shape[3]
+            attn = attention_heads_major(q, cache_k[layer, :, :, :w], cache_v[layer, :, :, :w], mask[:, :, :w])
         else:
             attn = blockwise_attention(q, cache_k, cache_v, mask, live, layer=layer)
     else:
         attn = attention(q, k.astype(dt), v.astype(dt), mask)
-    x = x + jnp.einsum("BTNH,NHD->BTD", attn, p["o_proj"].astype(dt))
+    # Heads flattened on both sides ([B,T,N*H] x [N*H,D], both free reshapes): contracting N
+    # and H as two dims let XLA:CPU transpose the o_proj weight in every layer of every step.
+    b, t, n, hd = attn.shape
+    o_proj = p["o_proj"].astype(dt).reshape(n * hd, -1)
+    x = x + jnp.einsum("BTE,ED->BTD", attn.reshape(b, t, n * hd), o_proj)
     h = rms_norm(x, p["mlp_norm"], config.rms_norm_eps)
     gate = jnp.einsum("BTD,DF->BTF", h, p["gate_proj"].astype(dt))
     up = jnp.einsum("BTD,DF->BTF", h, p["up_proj"].astype(dt))
@@ -309,13 +327,31 @@ class DecoderLayers(nnx.Module):
         self._names = tuple(shapes)
         self.config = config
 
+    def per_layer(self) -> list[dict[str, Array]]:
+        """Each layer's weights as arrays of their own (slices of the stacks), for
+        `__call__(layer_weights=...)`: sliced once, outside a decode loop, they are not copied
+        out of the stacks again in every step (`ModelConfig.decode_weights="per_layer"`)."""
+        params = {name: getattr(self, name)[...] for name in self._names}
+        return [{name: w[i] for name, w in params.items()} for i in range(self.config.num_layers)]
+
     def __call__(
-        self, x: Array, sin: Array, cos: Array, mask: Array, cache: KVCache | None, kv_window: int | None = None
+        self,
+        x: Array,
+        sin: Array,
+        cos: Array,
+        mask: Array,
+        cache: KVCache | None,
+        kv_window: int | None = None,
+        layer_weights: list[dict[str, Array]] | None = None,
     ) -> tuple[Array, tuple[Array, Array] | None]:
-        """x [B,T,D] through all layers; with a cache, also the updated (k, v) [L,B,S,K,H]."""
+        """x [B,T,D] through all layers; with a cache, also the updated (k, v) [L,B,K,S,H].
+        With `layer_weights` (from `per_layer`; cached calls only), the layers run unrolled
+        on those arrays instead of a scan over the stacks."""
         params = {name: getattr(self, name)[...] for name in self._names}
         config = self.config
         layer_ids = jnp.arange(config.num_layers)
+        if layer_weights is not None and cache is None:
+            raise ValueError("layer_weights serve cached calls only")
 
         if cache is None:
 
@@ -329,6 +365,11 @@ class DecoderLayers(nnx.Module):
 
         slots = write_slots(cache.length, x.shape[1])
         live = jnp.max(cache.length) + x.shape[1]  # slots any query may see
+        if layer_weights is not None:
+            k, v = cache.k, cache.v
+            for layer, p in enumerate(layer_weights):
+                x, (k, v) = _decoder_layer(config, p, x, sin, cos, mask, (k, v, layer, live, kv_window), slots)
+            return x, (k, v)
 
         def cached_body(carry, xs):
             x, k, v = carry
@@ -362,6 +403,7 @@ class Decoder(nnx.Module):
         *,
         compute_logits: bool = True,
         kv_window: int | None = None,
+        layer_weights: list[dict[str, Array]] | None = None,
     ) -> tuple[Array | None, KVCache | None]:
         """tokens, positions [B,T] int; mask [B,T] bool (real tokens).
 
@@ -373,6 +415,8 @@ class Decoder(nnx.Module):
         `kv_window` (static; one-token calls under `cache_attention="dense"` only): attend over
         cache slots [0, kv_window) instead of all of them; every slot a query may see must lie
         inside (`kv_window(needed, max_len)` picks one). Blockwise attention bounds itself.
+        `layer_weights` (cached calls): `self.layers.per_layer()`, sliced by the caller once for
+        many calls (the sampler's decode loop), so the steps do not slice the stacks again.
         """
         c = self.config
         dt = jnp_dtype(c.compute_dtype)
@@ -382,7 +426,7 @@ class Decoder(nnx.Module):
         attn_mask, new_cache = _attention_mask(mask, kv_cache)
         if kv_window is not None and kv_cache is not None and not 0 < kv_window <= kv_cache.max_len:
             raise ValueError(f"kv_window={kv_window} must be in (0, cache max_len={kv_cache.max_len}]")
-        x, kv = self.layers(x, sin, cos, attn_mask, kv_cache, kv_window)
+        x, kv = self.layers(x, sin, cos, attn_mask, kv_cache, kv_window, layer_weights)
         if kv is not None:
             new_cache = dataclasses.replace(new_cache, k=kv[0], v=kv[1])
         if not compute_logits:

@@ -32,7 +32,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from medr3_jax.models.tokenizers import Tokenizer
-from medr3_jax.models.transformer import KV_BLOCK, Decoder, KVCache, kv_window
+from medr3_jax.models.transformer import KV_BLOCK, Decoder, KVCache, kv_cache_shape, kv_window
 from medr3_jax.sampling.methods import SamplingParams, sample, token_logprobs
 from medr3_jax.sampling.stops import StopTable
 from medr3_jax.sharding.distributed import to_host
@@ -168,6 +168,11 @@ class Sampler:
         """Up to `steps` tokens for every RUNNING row, inside one `lax.while_loop`."""
         self.trace_counts["decode"] += 1
         model = nnx.merge(self._graphdef, model_params)
+        # Sliced here, outside the loop, the per-layer weights are not copied out of the
+        # stacks in every step (ModelConfig.decode_weights).
+        switches = {} if window is None else {"kv_window": window}
+        if self.config.decode_weights == "per_layer":
+            switches["layer_weights"] = model.layers.per_layer()
         b = state.batch
         max_len = state.cache.max_len
         out_tokens = jnp.full((b, steps), self.tokenizer.pad_id, jnp.int32)
@@ -192,7 +197,7 @@ class Sampler:
                 st.position[:, None],
                 active[:, None],
                 kv_cache=st.cache,
-                **({} if window is None else {"kv_window": window}),
+                **switches,
             )
             cache = dataclasses.replace(cache, length=jnp.where(active, start + 1, start))
             key, sub = jax.random.split(st.key)
@@ -360,7 +365,7 @@ class Sampler:
         dtype = jnp.dtype(self.config.compute_dtype)
         if self.mesh is None:
             return KVCache.create(self.config, batch=batch, max_len=max_len, dtype=dtype)
-        shape = (self.config.num_layers, batch, max_len, self.config.num_kv_heads, self.config.head_dim)
+        shape = kv_cache_shape(self.config, batch, max_len)
         kv = NamedSharding(self.mesh, kv_cache_spec(shape, self.mesh))
         rows = NamedSharding(self.mesh, fit_spec(batch_spec(2), (batch, max_len), self.mesh))
         lens = NamedSharding(self.mesh, fit_spec(batch_spec(1), (batch,), self.mesh))

@@ -72,6 +72,8 @@ def test_bad_configs_name_the_field(tmp_path):
         ModelConfig.from_hf_dir(tmp_path)
     with pytest.raises(ConfigError, match="cache_attention='flash'"):
         preset("tiny", cache_attention="flash")
+    with pytest.raises(ConfigError, match="decode_weights='unrolled'"):
+        preset("tiny", decode_weights="unrolled")
     with pytest.raises(ConfigError, match=r"layer_unroll=0 must be in \[1, num_layers="):
         preset("tiny", layer_unroll=0)
     with pytest.raises(KeyError, match="unknown model preset 'gpt5'"):
@@ -85,10 +87,14 @@ def test_backend_overrides_choose_by_backend_and_keep_what_the_user_set():
         "param_dtype": "float32",
         "compute_dtype": "float32",
         "cache_attention": "blockwise",
+        "decode_weights": "per_layer",
     }
     assert backend_overrides(backend="gpu") == {
         "param_dtype": "bfloat16",
         "compute_dtype": "bfloat16",
         "cache_attention": "dense",
+        "decode_weights": "stacked",
     }
-    assert backend_overrides("float32", "blockwise", backend="tpu") == backend_overrides(backend="cpu")
+    assert backend_overrides("float32", "blockwise", backend="tpu") == backend_overrides(backend="cpu") | {
+        "decode_weights": "stacked"
+    }

@@ -90,6 +90,25 @@ def test_cached_decode_equals_full_forward(hf_pair, impl):
     assert np.abs(cached - np.asarray(full))[mask].max() <= 1e-5
 
 
+@pytest.mark.parametrize("cache_attention", ["blockwise", "dense"])
+def test_cached_decode_on_per_layer_weights_equals_full_forward(hf_pair, cache_attention):
+    """`layer_weights` (the Sampler's decode_weights="per_layer"): the layers run unrolled on
+    per-layer slices of the stacks; prefill and decode steps equal the full forward."""
+    _, model, _ = hf_pair
+    model = same_weights(model, cache_attention=cache_attention)
+    tokens, mask, positions = padded_batch(model.config.vocab_size, [12, 8, 10], 12, left=True, seed=6)
+    full, _ = model(jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask))
+    with pytest.raises(ValueError, match="layer_weights serve cached calls only"):
+        model(jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask), layer_weights=model.layers.per_layer())
+    cache = KVCache.create(model.config, batch=3, max_len=16)
+    step = nnx.jit(lambda m, t, p, k, c: m(t, p, k, kv_cache=c, layer_weights=m.layers.per_layer()))
+    pieces = []
+    for lo, hi in [(0, 7)] + [(t, t + 1) for t in range(7, 12)]:
+        logits, cache = step(model, tokens[:, lo:hi], positions[:, lo:hi], mask[:, lo:hi], cache)
+        pieces.append(np.asarray(logits))
+    assert np.abs(np.concatenate(pieces, axis=1) - np.asarray(full))[mask].max() <= 1e-5
+
+
 def test_remat_keeps_values_and_gradients():
     config = preset("tiny")
     model = Decoder(config, rngs=nnx.Rngs(0))
@@ -133,5 +152,6 @@ def test_blockwise_attention_equals_dense_on_live_slots():
     mask[2, :, :40] = True
     mask[:, 0, live - 1] = False  # causal: the first query does not see the last slot
     dense = attention(q, k, v, jnp.asarray(mask))
-    blocked = blockwise_attention(q, k, v, jnp.asarray(mask), jnp.int32(live))
+    heads_major = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731  (the cache's [B,K,S,H])
+    blocked = blockwise_attention(q, heads_major(k), heads_major(v), jnp.asarray(mask), jnp.int32(live))
     np.testing.assert_allclose(np.asarray(blocked), np.asarray(dense), atol=1e-5)

@@ -64,20 +64,25 @@ def _full_forward_logp(model, rows: list[list[int]]):
     return np.asarray(jax.nn.log_softmax(logits, axis=-1)), np.asarray(logits)
 
 
-def with_cache_attention(model: Decoder, cache_attention: str) -> Decoder:
-    """`model`'s weights under another cache attention implementation."""
-    other = Decoder(model.config.replace(cache_attention=cache_attention), rngs=nnx.Rngs(0))
+def with_cache_attention(model: Decoder, cache_attention: str, decode_weights: str = "stacked") -> Decoder:
+    """`model`'s weights under other implementation switches."""
+    config = model.config.replace(cache_attention=cache_attention, decode_weights=decode_weights)
+    other = Decoder(config, rngs=nnx.Rngs(0))
     nnx.update(other, nnx.state(model, nnx.Param))
     return other
 
 
-@pytest.mark.parametrize("cache_attention", ["blockwise", "dense"])
-def test_cached_decode_with_50_token_append_equals_full_forward(tiny_model, tok, cache_attention):
-    """Dense attention runs in a 128-slot window of the 512-slot cache here."""
+@pytest.mark.parametrize(
+    "cache_attention, decode_weights",
+    [("blockwise", "stacked"), ("dense", "stacked"), ("blockwise", "per_layer"), ("dense", "per_layer")],
+)
+def test_cached_decode_with_50_token_append_equals_full_forward(tiny_model, tok, cache_attention, decode_weights):
+    """Dense attention runs in a 128-slot window of the 512-slot cache here; per-layer decode
+    weights run the layers unrolled on weights sliced once per decode call."""
     rng = np.random.default_rng(0)
     prompts = [rng.integers(1, 256, n).tolist() for n in (9, 23, 4)]
     doc = rng.integers(1, 256, 50).tolist()
-    tiny_model = with_cache_attention(tiny_model, cache_attention)
+    tiny_model = with_cache_attention(tiny_model, cache_attention, decode_weights)
     sampler = Sampler(tiny_model, tok, max_new_tokens=24, append_chunk=16)
     state = sampler.start(prompts, cache_len=512)
     state, first = sampler.decode(state, GREEDY, steps=10)
@@ -178,6 +183,7 @@ def test_smollm2_greedy_equals_transformers_generate(smollm2, hf_smollm2):
     ]
     prompts = [tok.encode(tok.apply_chat_template([{"role": "user", "content": q}])) for q in questions]
     assert len({len(p) for p in prompts}) == 4
+    model = with_cache_attention(model, "blockwise", "per_layer")  # the CPU defaults (backend_overrides)
     sampler = Sampler(model, tok, max_new_tokens=32)
     _, out = sampler.decode(sampler.start(prompts), GREEDY)
 

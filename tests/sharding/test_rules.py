@@ -204,8 +204,8 @@ def test_activation_and_kv_cache_specs() -> None:
     with pytest.raises(ValueError):
         batch_spec(0)
     mesh = make_mesh("data=2,fsdp=2,tensor=2")
-    assert kv_cache_spec((2, 8, 16, 2, 16), mesh) == KV_CACHE_SPEC
-    assert kv_cache_spec((2, 2, 16, 3, 16), mesh) == P(None, "data", None, None, None)
-    assert kv_cache_spec((2, 1, 16, 2, 16), mesh) == P(None, None, None, "tensor", None)
-    with pytest.raises(ValueError, match="L,B,S,K,H"):
+    assert kv_cache_spec((2, 8, 2, 16, 16), mesh) == KV_CACHE_SPEC
+    assert kv_cache_spec((2, 2, 3, 16, 16), mesh) == P(None, "data", None, None, None)
+    assert kv_cache_spec((2, 1, 2, 16, 16), mesh) == P(None, None, "tensor", None, None)
+    with pytest.raises(ValueError, match="L,B,K,S,H"):
         kv_cache_spec((8, 16, 2, 16), mesh)
