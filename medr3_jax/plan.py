@@ -37,7 +37,7 @@ from jax.sharding import PartitionSpec as P
 
 import gin
 from medr3_jax.models.config import PRESETS, ModelConfig
-from medr3_jax.models.transformer import abstract_decoder, kv_cache_shape
+from medr3_jax.models.transformer import abstract_decoder, kv_cache_shapes
 from medr3_jax.remote import is_remote, stage
 from medr3_jax.sampling.sampler import CACHE_ROUNDING, PROMPT_BUCKETS, bucket
 from medr3_jax.sharding.mesh import MESH_AXES, parse_mesh_spec
@@ -238,9 +238,11 @@ def kv_cache_slots(exp: Experiment) -> int:
 
 
 def kv_cache_line(exp: Experiment, config: ModelConfig, mesh: AbstractMesh) -> tuple[Line, list[int], list[str]]:
-    """k + v [L, rows, K, slots, H] in the compute dtype, plus valid [rows, slots] and length [rows]."""
+    """k + v in the compute dtype, plus valid [rows, slots] and length [rows]. Shown as the
+    values' shape [L, rows, K, slots, H]; the keys [L, rows, K, H, slots] are as large and
+    sharded the same way (batch and kv-head axes)."""
     rows, slots = rollout_rows(exp), kv_cache_slots(exp)
-    shape = kv_cache_shape(config, rows, slots)
+    _, shape = kv_cache_shapes(config, rows, slots)
     spec = kv_cache_spec(shape, mesh)
     per_device = 2 * shard_bytes(shape, config.compute_dtype, spec, mesh)
     per_device += shard_bytes((rows, slots), np.bool_, fit_spec(batch_spec(2), (rows, slots), mesh), mesh)

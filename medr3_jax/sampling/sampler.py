@@ -32,7 +32,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from medr3_jax.models.tokenizers import Tokenizer
-from medr3_jax.models.transformer import KV_BLOCK, Decoder, KVCache, kv_cache_shape, kv_window
+from medr3_jax.models.transformer import KV_BLOCK, Decoder, KVCache, kv_cache_shapes, kv_window
 from medr3_jax.sampling.methods import SamplingParams, sample, token_logprobs
 from medr3_jax.sampling.stops import StopTable
 from medr3_jax.sharding.distributed import to_host
@@ -365,13 +365,13 @@ class Sampler:
         dtype = jnp.dtype(self.config.compute_dtype)
         if self.mesh is None:
             return KVCache.create(self.config, batch=batch, max_len=max_len, dtype=dtype)
-        shape = kv_cache_shape(self.config, batch, max_len)
-        kv = NamedSharding(self.mesh, kv_cache_spec(shape, self.mesh))
+        k_shape, v_shape = kv_cache_shapes(self.config, batch, max_len)
         rows = NamedSharding(self.mesh, fit_spec(batch_spec(2), (batch, max_len), self.mesh))
         lens = NamedSharding(self.mesh, fit_spec(batch_spec(1), (batch,), self.mesh))
+        spec = lambda shape: NamedSharding(self.mesh, kv_cache_spec(shape, self.mesh))  # noqa: E731
         return KVCache(
-            k=jnp.zeros(shape, dtype, device=kv),
-            v=jnp.zeros(shape, dtype, device=kv),
+            k=jnp.zeros(k_shape, dtype, device=spec(k_shape)),
+            v=jnp.zeros(v_shape, dtype, device=spec(v_shape)),
             valid=jnp.zeros((batch, max_len), bool, device=rows),
             length=jnp.zeros((batch,), jnp.int32, device=lens),
         )

@@ -55,7 +55,8 @@ DECODER_RULES: tuple[tuple[str, P], ...] = (
 )
 
 BATCH_AXES: tuple[str, str] = ("data", "fsdp")
-# KV cache [L,B,K,S,H]: batch over data+fsdp, kv heads over tensor (as k/v_proj's outputs).
+# KV cache keys [L,B,K,H,S] / values [L,B,K,S,H]: batch over data+fsdp, kv heads over tensor
+# (as k/v_proj's outputs).
 KV_CACHE_SPEC = P(None, BATCH_AXES, "tensor", None, None)
 
 _warned: set[tuple[str, int, str]] = set()
@@ -169,9 +170,10 @@ def batch_spec(ndim: int) -> P:
 
 
 def kv_cache_spec(shape: Sequence[int], mesh: Mesh) -> P:
-    """KV_CACHE_SPEC for a [L,B,K,S,H] cache, with axes dropped where they do not divide."""
+    """KV_CACHE_SPEC for cache keys [L,B,K,H,S] or values [L,B,K,S,H], with axes dropped where
+    they do not divide."""
     if len(shape) != len(KV_CACHE_SPEC):
-        raise ValueError(f"kv cache must be [L,B,K,S,H], got shape {tuple(shape)}")
+        raise ValueError(f"kv cache must be [L,B,K,H,S] / [L,B,K,S,H], got shape {tuple(shape)}")
     return fit_spec(KV_CACHE_SPEC, shape, mesh, "kv_cache")
 
 

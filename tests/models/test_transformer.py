@@ -152,6 +152,6 @@ def test_blockwise_attention_equals_dense_on_live_slots():
     mask[2, :, :40] = True
     mask[:, 0, live - 1] = False  # causal: the first query does not see the last slot
     dense = attention(q, k, v, jnp.asarray(mask))
-    heads_major = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731  (the cache's [B,K,S,H])
-    blocked = blockwise_attention(q, heads_major(k), heads_major(v), jnp.asarray(mask), jnp.int32(live))
+    keys, values = jnp.einsum("BSKH->BKHS", k), jnp.einsum("BSKH->BKSH", v)  # the cache's layout
+    blocked = blockwise_attention(q, keys, values, jnp.asarray(mask), jnp.int32(live))
     np.testing.assert_allclose(np.asarray(blocked), np.asarray(dense), atol=1e-5)

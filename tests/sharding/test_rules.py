@@ -207,5 +207,5 @@ def test_activation_and_kv_cache_specs() -> None:
     assert kv_cache_spec((2, 8, 2, 16, 16), mesh) == KV_CACHE_SPEC
     assert kv_cache_spec((2, 2, 3, 16, 16), mesh) == P(None, "data", None, None, None)
     assert kv_cache_spec((2, 1, 2, 16, 16), mesh) == P(None, None, "tensor", None, None)
-    with pytest.raises(ValueError, match="L,B,K,S,H"):
+    with pytest.raises(ValueError, match=r"L,B,K,H,S\] / \[L,B,K,S,H"):
         kv_cache_spec((8, 16, 2, 16), mesh)
