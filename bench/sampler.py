@@ -104,7 +104,7 @@ def ours_timed(
 
 def hf_tokens_per_s(hf_model, prompts: list[list[int]], new_tokens: int, pad_id: int, repeats: int = 2) -> float:
     """transformers `generate` (greedy, its default dynamic cache) on the model's device: the
-    best of `repeats` timed runs, as for ours (single CPU runs of it varied by up to 40%)."""
+    best of `repeats` timed runs, as for ours (single runs on the 2-core CPU varied by 20-45%)."""
     import torch  # noqa: PLC0415
 
     width = max(map(len, prompts))

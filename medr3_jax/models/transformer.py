@@ -212,9 +212,9 @@ def blockwise_attention(
 
     q [B,T,N,H], k [B,K,H,S] and v [B,K,S,H] (the cache's layout) with S a multiple of KV_BLOCK,
     mask [B,T,S], live: int32 scalar. With `layer`, k/v are the whole cache ([L,...]) and each
-    block is read straight from that layer's slice (no copy of the layer's whole cache per step). The loop runs
-    ceil(live / KV_BLOCK) times, so a decode step reads the live part of the cache, not all S
-    slots. Equal to `attention` up to f32 rounding (masked entries score finfo.min, so a row
+    block is read straight from that layer's slice (no copy of the layer's whole cache per
+    step). The loop runs ceil(live / KV_BLOCK) times, so a decode step reads the live part of
+    the cache, not all S slots. Equal to `attention` up to f32 rounding (masked entries score finfo.min, so a row
     whose first blocks are all padding is reset by its first real block).
     """
     b, t, n, h = q.shape
@@ -268,7 +268,8 @@ def _decoder_layer(
 ) -> tuple[Array, tuple[Array, Array] | None]:
     """One pre-norm block. x [B,T,D].
 
-    kv = (whole cache k [L,B,K,H,S], v [L,B,K,S,H], this layer's index, live slot count, window);
+    kv = (whole cache k [L,B,K,H,S] and v [L,B,K,S,H], this layer's index, live slot count,
+    window) or None;
     `slots` = (rows, slots) [B,T] where the new keys go. The new keys are scattered into the
     carried cache in place (no per-step copy of the cache); attention then reads only the
     live blocks of this layer's slice (`cache_attention="blockwise"`, a loop over blocks), or,
@@ -355,7 +356,7 @@ class DecoderLayers(nnx.Module):
         kv_window: int | None = None,
         layer_weights: list[dict[str, Array]] | None = None,
     ) -> tuple[Array, tuple[Array, Array] | None]:
-        """x [B,T,D] through all layers; with a cache, also the updated k [L,B,K,H,S], v [L,B,K,S,H].
+        """x [B,T,D] through all layers; with a cache, also the updated (k, v) in its layout.
         With `layer_weights` (from `per_layer`; cached calls only), the layers run unrolled
         on those arrays instead of a scan over the stacks."""
         params = {name: getattr(self, name)[...] for name in self._names}
