@@ -64,7 +64,7 @@ def _full_forward_logp(model, rows: list[list[int]]):
     return np.asarray(jax.nn.log_softmax(logits, axis=-1)), np.asarray(logits)
 
 
-def with_cache_attention(model: Decoder, cache_attention: str, decode_weights: str = "stacked") -> Decoder:
+def with_switches(model: Decoder, cache_attention: str, decode_weights: str = "stacked") -> Decoder:
     """`model`'s weights under other implementation switches."""
     config = model.config.replace(cache_attention=cache_attention, decode_weights=decode_weights)
     other = Decoder(config, rngs=nnx.Rngs(0))
@@ -82,7 +82,7 @@ def test_cached_decode_with_50_token_append_equals_full_forward(tiny_model, tok,
     rng = np.random.default_rng(0)
     prompts = [rng.integers(1, 256, n).tolist() for n in (9, 23, 4)]
     doc = rng.integers(1, 256, 50).tolist()
-    tiny_model = with_cache_attention(tiny_model, cache_attention, decode_weights)
+    tiny_model = with_switches(tiny_model, cache_attention, decode_weights)
     sampler = Sampler(tiny_model, tok, max_new_tokens=24, append_chunk=16)
     state = sampler.start(prompts, cache_len=512)
     state, first = sampler.decode(state, GREEDY, steps=10)
@@ -120,7 +120,7 @@ def test_dense_windows_grow_with_the_conversation_and_match_blockwise(tiny_model
     doc = rng.integers(1, 256, 150).tolist()
     outs = {}
     for impl in ("blockwise", "dense"):
-        sampler = Sampler(with_cache_attention(tiny_model, impl), tok, max_new_tokens=80, append_chunk=64)
+        sampler = Sampler(with_switches(tiny_model, impl), tok, max_new_tokens=80, append_chunk=64)
         state = sampler.start(prompts, cache_len=640)  # prompt bucket 128: decode window 256
         state, first = sampler.decode(state, GREEDY, steps=40)
         state = sampler.append(state, rows=[1], tokens=[doc])  # row 1 at 317 slots: window 512 (317 + 40)
@@ -183,7 +183,7 @@ def test_smollm2_greedy_equals_transformers_generate(smollm2, hf_smollm2):
     ]
     prompts = [tok.encode(tok.apply_chat_template([{"role": "user", "content": q}])) for q in questions]
     assert len({len(p) for p in prompts}) == 4
-    model = with_cache_attention(model, "blockwise", "per_layer")  # the CPU defaults (backend_overrides)
+    model = with_switches(model, "blockwise", "per_layer")  # the CPU defaults (backend_overrides)
     sampler = Sampler(model, tok, max_new_tokens=32)
     _, out = sampler.decode(sampler.start(prompts), GREEDY)
 
