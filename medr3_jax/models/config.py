@@ -87,9 +87,9 @@ class ModelConfig:
     # every slot, masked, in one pass (short caches; no inner loop) — and how many layers one
     # `lax.scan` iteration runs (num_layers unrolls fully: no per-layer loop, longer compiles).
     # decode_weights="per_layer": a decode call slices each layer's weights out of the stacks
-    # once, before its loop, and each step runs the layers unrolled on those slices; "stacked"
-    # scans the stacks in every step, where XLA:CPU copies each layer's weights out of them
-    # (a second copy of the weights during decode and longer compiles, for faster CPU steps).
+    # once, before its loop, and each step runs the layers unrolled on those slices (faster CPU
+    # steps, for a second copy of the weights during decode and longer compiles); "stacked"
+    # scans the stacks in every step, where XLA:CPU copies each layer's weights out of them.
     cache_attention: CacheAttention = "blockwise"
     layer_unroll: int = 1
     decode_weights: DecodeWeights = "stacked"
