@@ -156,6 +156,16 @@ def rope_tables(config: ModelConfig, positions: Array) -> tuple[Array, Array]:
     return jnp.sin(angles), jnp.cos(angles)
 
 
+def rope_table(config: ModelConfig, length: int) -> tuple[Array, Array]:
+    """sin, cos [length, H/2] of positions 0 .. length-1, for `Decoder(..., rope_table=...)`.
+
+    A decode loop builds it once, outside the loop, and its steps gather rows. Computed in the
+    step, sin/cos get fused by XLA into every layer's RoPE and evaluated again per head and
+    per layer (~4 ms of a 110 ms decode step of SmolLM2 at batch 32 on the CI CPU)."""
+    sin, cos = rope_tables(config, jnp.arange(length, dtype=jnp.int32)[None])
+    return sin[0], cos[0]
+
+
 def apply_rope(x: Array, sin: Array, cos: Array) -> Array:
     """Rotate-half RoPE (HF layout: first and second halves of H pair up). x [B,T,*,H]."""
     half = x.shape[-1] // 2
@@ -416,6 +426,7 @@ class Decoder(nnx.Module):
         compute_logits: bool = True,
         kv_window: int | None = None,
         layer_weights: list[dict[str, Array]] | None = None,
+        rope_table: tuple[Array, Array] | None = None,
     ) -> tuple[Array | None, KVCache | None]:
         """tokens, positions [B,T] int; mask [B,T] bool (real tokens).
 
@@ -429,12 +440,17 @@ class Decoder(nnx.Module):
         inside (`kv_window(needed, max_len)` picks one). Blockwise attention bounds itself.
         `layer_weights` (cached calls): `self.layers.per_layer()`, sliced by the caller once for
         many calls (the sampler's decode loop), so the steps do not slice the stacks again.
+        `rope_table`: `rope_table(config, n)`, built once for many calls; RoPE angles are then
+        gathered by position (clipped to n-1: it must cover every position a real token has).
         """
         c = self.config
         dt = jnp_dtype(c.compute_dtype)
         embedding = self.embedding[...]
         x = jnp.take(embedding, tokens, axis=0).astype(dt)
-        sin, cos = rope_tables(c, positions)
+        if rope_table is None:
+            sin, cos = rope_tables(c, positions)
+        else:
+            sin, cos = (jnp.take(table, positions, axis=0, mode="clip") for table in rope_table)
         attn_mask, new_cache = _attention_mask(mask, kv_cache)
         if kv_window is not None and kv_cache is not None and not 0 < kv_window <= kv_cache.max_len:
             raise ValueError(f"kv_window={kv_window} must be in (0, cache max_len={kv_cache.max_len}]")

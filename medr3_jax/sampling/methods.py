@@ -58,10 +58,22 @@ def filtered_logits(logits: Array, params: SamplingParams) -> Array:
     return logits
 
 
+def first_argmax(logits: Array) -> Array:
+    """jnp.argmax over the last axis ([B,V] -> [B] int32: the first maximal index, or the
+    first NaN of a row holding one), as a max and the smallest index that matches it. Plain
+    reductions, which XLA:CPU runs ~3x faster than the (value, index) reduce that `argmax`
+    lowers to (1.2 vs 3.6 ms over [32, 49152] on the 2-core CI machine, in every decode step)."""
+    nan = jnp.isnan(logits)
+    top = jnp.max(logits, axis=-1, keepdims=True)  # NaN-propagation of max is backend-specific
+    hit = jnp.where(jnp.any(nan, axis=-1, keepdims=True), nan, logits == top)
+    index = jnp.arange(logits.shape[-1], dtype=jnp.int32)
+    return jnp.min(jnp.where(hit, index, logits.shape[-1]), axis=-1)
+
+
 def sample(logits: Array, key: Array, params: SamplingParams) -> Array:
     """Next tokens [B] int32 from logits [B,V]."""
     if params.greedy:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return first_argmax(logits)
     return jax.random.categorical(key, filtered_logits(logits, params), axis=-1).astype(jnp.int32)
 
 

@@ -32,7 +32,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from medr3_jax.models.tokenizers import Tokenizer
-from medr3_jax.models.transformer import KV_BLOCK, Decoder, KVCache, kv_cache_shapes, kv_window
+from medr3_jax.models.transformer import KV_BLOCK, Decoder, KVCache, kv_cache_shapes, kv_window, rope_table
 from medr3_jax.sampling.methods import SamplingParams, sample, token_logprobs
 from medr3_jax.sampling.stops import StopTable
 from medr3_jax.sharding.distributed import to_host
@@ -168,9 +168,12 @@ class Sampler:
         """Up to `steps` tokens for every RUNNING row, inside one `lax.while_loop`."""
         self.trace_counts["decode"] += 1
         model = nnx.merge(self._graphdef, model_params)
-        # Sliced here, outside the loop, the per-layer weights are not copied out of the
-        # stacks in every step (ModelConfig.decode_weights).
-        switches = {} if window is None else {"kv_window": window}
+        # Built here, outside the loop: RoPE angles of every slot's position, which the steps
+        # gather (`rope_table`), and the per-layer weights, which are then not copied out of
+        # the stacks in every step (ModelConfig.decode_weights).
+        switches = {"rope_table": rope_table(self.config, state.cache.max_len)}
+        if window is not None:
+            switches["kv_window"] = window
         if self.config.decode_weights == "per_layer":
             switches["layer_weights"] = model.layers.per_layer()
         b = state.batch

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from medr3_jax.models.config import ModelConfig, preset
+from medr3_jax.models.config import ModelConfig, preset, rope_inv_freq
 from medr3_jax.models.hf import SafetensorsDir, load_decoder
-from medr3_jax.models.transformer import Decoder, KVCache
+from medr3_jax.models.transformer import Decoder, KVCache, rope_table, rope_tables
 from tests.models import hf_reference as ref
 
 
@@ -91,9 +91,10 @@ def test_cached_decode_equals_full_forward(hf_pair, impl):
 
 
 @pytest.mark.parametrize("cache_attention", ["blockwise", "dense"])
-def test_cached_decode_on_per_layer_weights_equals_full_forward(hf_pair, cache_attention):
+def test_cached_decode_on_per_layer_weights_and_rope_table_equals_full_forward(hf_pair, cache_attention):
     """`layer_weights` (the Sampler's decode_weights="per_layer"): the layers run unrolled on
-    per-layer slices of the stacks; prefill and decode steps equal the full forward."""
+    per-layer slices of the stacks; with `rope_table` (as the Sampler's decode loop calls it),
+    RoPE angles are gathered by position. Prefill and decode steps equal the full forward."""
     _, model, _ = hf_pair
     model = same_weights(model, cache_attention=cache_attention)
     tokens, mask, positions = padded_batch(model.config.vocab_size, [12, 8, 10], 12, left=True, seed=6)
@@ -101,12 +102,25 @@ def test_cached_decode_on_per_layer_weights_equals_full_forward(hf_pair, cache_a
     with pytest.raises(ValueError, match="layer_weights serve cached calls only"):
         model(jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask), layer_weights=model.layers.per_layer())
     cache = KVCache.create(model.config, batch=3, max_len=16)
-    step = nnx.jit(lambda m, t, p, k, c: m(t, p, k, kv_cache=c, layer_weights=m.layers.per_layer()))
+    table = rope_table(model.config, 16)
+    step = nnx.jit(lambda m, t, p, k, c: m(t, p, k, kv_cache=c, layer_weights=m.layers.per_layer(), rope_table=table))
     pieces = []
     for lo, hi in [(0, 7)] + [(t, t + 1) for t in range(7, 12)]:
         logits, cache = step(model, tokens[:, lo:hi], positions[:, lo:hi], mask[:, lo:hi], cache)
         pieces.append(np.asarray(logits))
     assert np.abs(np.concatenate(pieces, axis=1) - np.asarray(full))[mask].max() <= 1e-5
+
+
+def test_rope_table_rows_are_the_angles_of_their_positions():
+    config = preset("tiny")
+    positions = np.array([[0, 5, 17], [3, 3, 31]], np.int32)
+    sin, cos = rope_tables(config, jnp.asarray(positions))
+    table_sin, table_cos = rope_table(config, 32)
+    assert table_sin.shape == (32, config.head_dim // 2)
+    np.testing.assert_allclose(np.asarray(table_sin)[positions], np.asarray(sin), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(table_cos)[positions], np.asarray(cos), rtol=0, atol=1e-7)
+    angles = positions[..., None].astype(np.float64) * rope_inv_freq(config)  # numpy reference
+    np.testing.assert_allclose(np.asarray(table_sin)[positions], np.sin(angles), atol=2e-6)
 
 
 def test_remat_keeps_values_and_gradients():

@@ -27,7 +27,9 @@ class ScriptedLM(nnx.Module):
         self.config = config or preset("tiny")
         self.script = nnx.Variable(jnp.asarray(script, jnp.int32))
 
-    def __call__(self, tokens, positions, mask, kv_cache=None, *, compute_logits=True):
+    def __call__(self, tokens, positions, mask, kv_cache=None, *, compute_logits=True, **switches):
+        """`switches`: the Decoder's implementation switches (rope_table, layer_weights, ...),
+        which change nothing here."""
         script = self.script[...]
         nxt = jnp.take_along_axis(script, jnp.minimum(positions + 1, script.shape[1] - 1), axis=1)
         logits = 30.0 * jax.nn.one_hot(nxt, self.config.vocab_size, dtype=jnp.float32)

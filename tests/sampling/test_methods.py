@@ -8,7 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medr3_jax.sampling.methods import GREEDY, SamplingParams, filtered_logits, sample, token_logprobs
+from medr3_jax.sampling.methods import (
+    GREEDY,
+    SamplingParams,
+    filtered_logits,
+    first_argmax,
+    sample,
+    token_logprobs,
+)
 
 LOGITS = np.array([2.0, 1.5, 1.4, 0.3, 0.0, -0.5, -1.0, -3.0, 0.9, 0.1], np.float32)
 DRAWS = 40_000
@@ -76,6 +83,17 @@ def test_greedy_is_argmax_and_logprob_is_log_softmax():
     z = logits / 0.5
     want = z[np.arange(4), tokens] - np.log(np.exp(z).sum(-1))
     np.testing.assert_allclose(logp, want, atol=1e-5)
+
+
+def test_first_argmax_equals_numpy_argmax_with_ties_and_nans():
+    rng = np.random.default_rng(4)
+    logits = rng.integers(-3, 4, size=(64, 257)).astype(np.float32)  # many tied maxima per row
+    logits[5, [7, 200]] = np.nan  # numpy and jnp.argmax: the first NaN wins
+    logits[6, :] = -np.inf
+    logits[7, 100] = np.inf
+    got = np.asarray(jax.jit(first_argmax)(jnp.asarray(logits)))
+    np.testing.assert_array_equal(got, logits.argmax(-1))
+    assert got[5] == 7 and got[6] == 0 and got.dtype == np.int32
 
 
 def test_same_seed_same_draws():
