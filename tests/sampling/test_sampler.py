@@ -11,7 +11,7 @@ from flax import nnx
 
 from medr3_jax.models import Decoder, preset
 from medr3_jax.sampling.methods import GREEDY
-from medr3_jax.sampling.sampler import Sampler, StopReason
+from medr3_jax.sampling.sampler import Sampler, StopReason, chunk_widths
 from medr3_jax.sharding import make_mesh
 from tests.sampling.fakes import EOS, ScriptedLM, byte_tokenizer, script_rows
 
@@ -130,8 +130,9 @@ def test_dense_windows_grow_with_the_conversation_and_match_blockwise(tiny_model
         np.testing.assert_array_equal(a.tokens, b.tokens)
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
     assert list(outs["dense"][1].num_tokens) == [40, 40]
-    assert outs["blockwise"][2] == {"fill": 2, "decode": 1}
-    assert outs["dense"][2] == {"fill": 2, "decode": 2}  # decode windows 256 and 512
+    # fills: the prompt and the 150-token append's chunks of 64 and 32 (64 + 64 + 32)
+    assert outs["blockwise"][2] == {"fill": 3, "decode": 1}
+    assert outs["dense"][2] == {"fill": 3, "decode": 2}  # decode windows 256 and 512
 
 
 def test_ten_calls_in_one_bucket_compile_once(tiny_model, tok):
@@ -144,7 +145,18 @@ def test_ten_calls_in_one_bucket_compile_once(tiny_model, tok):
     assert dict(sampler.trace_counts) == {"fill": 1, "decode": 1}
     for _ in range(2):
         state = sampler.append(state, rows=[1, 3], tokens=[[5] * 20, [6] * 3])
-    assert dict(sampler.trace_counts) == {"fill": 2, "decode": 1}  # one more shape: the append chunk
+    assert dict(sampler.trace_counts) == {"fill": 3, "decode": 1}  # 20 tokens: chunks of 16 and 4
+
+
+def test_append_chunks_are_full_but_the_last_which_shrinks_to_a_half_or_a_quarter():
+    assert chunk_widths(640, 256) == [256, 256, 128]
+    assert chunk_widths(257, 256) == [256, 64]
+    assert chunk_widths(65, 256) == [128]
+    assert chunk_widths(1, 256) == [64]  # never below a quarter: at most 3 compiled shapes
+    assert chunk_widths(129, 256) == [256]
+    assert chunk_widths(640, 320) == [320, 320]
+    assert chunk_widths(5, 3) == [3, 3]  # an odd chunk does not halve
+    assert chunk_widths(0, 256) == []
 
 
 def test_append_beyond_the_cache_names_the_row(tiny_model, tok):
