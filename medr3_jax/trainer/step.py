@@ -1,7 +1,7 @@
 """The policy update: one jitted step per minibatch (gradient accumulation over micro-batches
 inside it), sharded over the mesh, that skips non-finite updates.
 
-    policy = PolicyTrainer(model, OptimizerConfig(), UpdateConfig(), mesh)
+    policy = PolicyTrainer(model, OptimizerConfig(), UpdateConfig(), mesh, temperature=sampling.temperature)
     metrics = policy.update(batch, advantages)     # epochs x minibatches optimizer updates
     sampler.update_params(policy.sampler_params())
 
@@ -13,6 +13,9 @@ gets a copy in the model's own dtype.
 
 `batch` is a `TrainBatch` (the rollout's arrays). Log-probs of token t come from the logits at
 t-1; the loss mask is 1 only on sampled tokens, so prompts, documents and padding never train.
+Log-probs are taken under softmax(logits / T) with the sampler's temperature
+(`PolicyTrainer(..., temperature=T)`, 0 = greedy scores as 1): the sampler records the old
+log-probs under that distribution, so scoring the raw logits would skew the PPO ratio at T != 1.
 """
 
 from __future__ import annotations
@@ -113,10 +116,13 @@ class TrainBatch:
         return jax.tree.map(lambda x: x[index], self)
 
 
-def sequence_logprobs(model: Decoder, batch: TrainBatch) -> tuple[jax.Array, jax.Array]:
-    """log-prob and entropy [R, W] of each token given the ones before it (position 0: 0)."""
+def sequence_logprobs(model: Decoder, batch: TrainBatch, temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+    """log-prob and entropy [R, W] of each token given the ones before it (position 0: 0),
+    under softmax(logits / temperature) in f32: the distribution the sampler scored its tokens
+    under (`sampling.methods.token_logprobs`; 0 = greedy scores as 1, as there)."""
     logits, _ = model(batch.tokens, batch.positions, batch.mask)
-    logp, entropy = token_logprobs_and_entropy(logits[:, :-1], batch.tokens[:, 1:])
+    scaled = logits[:, :-1].astype(jnp.float32) / (temperature or 1.0)
+    logp, entropy = token_logprobs_and_entropy(scaled, batch.tokens[:, 1:])
     pad = jnp.zeros_like(logp[:, :1])
     return jnp.concatenate([pad, logp], axis=1), jnp.concatenate([pad, entropy], axis=1)
 
@@ -134,9 +140,25 @@ def master_copy(params: nnx.State, dtype: str | None) -> nnx.State:
 
 
 class PolicyTrainer:
-    """Parameters + optimizer state of the policy, and the jitted update (see module doc)."""
+    """Parameters + optimizer state of the policy, and the jitted update (see module doc).
 
-    def __init__(self, model: Decoder, optimizer: OptimizerConfig, update: UpdateConfig, mesh: Mesh | None = None):
+    temperature: the sampler's `SamplingParams.temperature` (0 = greedy: 1). Every log-prob the
+    trainer takes (loss, recomputed old log-probs, KL reference) is under softmax(logits / T), so
+    the PPO ratio starts at 1 where the sampler's log-probs match the policy.
+    """
+
+    def __init__(
+        self,
+        model: Decoder,
+        optimizer: OptimizerConfig,
+        update: UpdateConfig,
+        mesh: Mesh | None = None,
+        *,
+        temperature: float = 1.0,
+    ):
+        if temperature < 0:
+            raise ValueError(f"PolicyTrainer temperature must be >= 0 (0 = greedy, scored as 1), got {temperature}")
+        self.temperature = float(temperature) or 1.0
         self.graphdef, params = nnx.split(model)
         self.model_dtypes = jax.tree.map(lambda x: x.dtype, params)  # what the sampler gets
         self.params = master_copy(params, optimizer.master_dtype)
@@ -151,7 +173,7 @@ class PolicyTrainer:
     # ---- jitted bodies ------------------------------------------------------------------
     def _loss(self, params, batch: TrainBatch, weight: jax.Array):
         model = nnx.merge(self.graphdef, params)
-        logp, entropy = sequence_logprobs(model, batch)
+        logp, entropy = sequence_logprobs(model, batch, self.temperature)
         cfg = self.update_config.loss
         loss, metrics = policy_loss(
             logp, batch.old_logprobs, batch.advantages, batch.loss_mask, cfg,
@@ -189,7 +211,8 @@ class PolicyTrainer:
         return keep(new_params, params), keep(new_opt, opt_state), metrics
 
     def _logprobs_impl(self, params, batch: TrainBatch):
-        return sequence_logprobs(nnx.merge(self.graphdef, params), batch)[0]
+        """Old log-probs (recompute) or reference log-probs (KL), at the sampler's temperature."""
+        return sequence_logprobs(nnx.merge(self.graphdef, params), batch, self.temperature)[0]
 
     # ---- host API -----------------------------------------------------------------------
     def sampler_params(self) -> nnx.State:
