@@ -5,8 +5,8 @@
         --mode reason --out_dir results/
 
 Modes: `mc_eval` (MIRAGE's JSON answer format and MIRAGE's letter extraction, comparable with
-MIRAGE's numbers) and `reason` (the Med-R3 prompt without retrieval; the `<answer>` block is
-matched to an option). Prints one JSON line per split: accuracy, MIRAGE's std
+MIRAGE's numbers) and `reason` (the Med-R3 prompt without retrieval, options shown; the
+`<answer>` block is matched to an option). Prints one JSON line per split: accuracy, MIRAGE's std
 sqrt(acc(1-acc)/n), and how many outputs held no readable answer; `--out_dir` also writes every
 prediction (`predictions_<split>.jsonl`) and the table (`results.md`, `results.json`).
 """
@@ -144,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     model, tokenizer = load_model(args.model, **backend_overrides(args.param_dtype))
-    style = PromptStyle(mode=args.mode, chat=args.chat, show_context=args.show_context)
+    # `reason` grades the <answer> block against the options (`option_letter`), so it shows them.
+    style = PromptStyle(mode=args.mode, chat=args.chat, question_form="choices", show_context=args.show_context)
     rows = []
     for split, split_records in records.items():
         start = time.perf_counter()

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import gin
 from medr3_jax.data.prompts import PromptStyle
-from medr3_jax.rewards import HTTPJudge, LocalJudge, RewardWeights
+from medr3_jax.rewards import HTTPJudge, LocalJudge, OverlongConfig, RewardRules, RewardWeights
 from medr3_jax.rl import PolicyLossConfig
 from medr3_jax.rollout import RolloutConfig
 from medr3_jax.sampling import SamplingParams
@@ -35,8 +35,8 @@ STAGES = ("stage1", "stage2", "stage3")
 # external_configurable returns the gin-aware class; the stage is built through it.
 _CONFIGURABLE = {
     cls.__name__: gin.external_configurable(cls, module="medr3")
-    for cls in (Experiment, SamplingParams, PromptStyle, RolloutConfig, RewardWeights, OptimizerConfig,
-                UpdateConfig, PolicyLossConfig, CheckpointConfig, HTTPJudge)
+    for cls in (Experiment, SamplingParams, PromptStyle, RolloutConfig, RewardWeights, RewardRules, OverlongConfig,
+                OptimizerConfig, UpdateConfig, PolicyLossConfig, CheckpointConfig, HTTPJudge)
 }  # fmt: skip
 
 

@@ -50,11 +50,12 @@ def test_summarize_uses_mirage_std():
 
 def test_predict_with_a_scripted_policy():
     tok = byte_tokenizer()
-    style = PromptStyle(mode="reason", chat=False)
+    style = PromptStyle(mode="reason", chat=False, question_form="choices")  # as evaluate.main renders it
     records = [MC, QARecord(id="8", dataset="medqa", question="Longest bone?", options={"A": "Femur", "B": "Ulna"},
                             answer="A", answer_text="Femur"), MC]  # fmt: skip
     replies = ["<answer> B </answer>", "<answer>Ulna</answer>", "no answer"]
     prompts = [tok.encode(render_prompt(r, style)) for r in records]
+    assert tok.decode(prompts[0]).endswith("Options:\nA. Liver\nB. Pancreas\nC. Spleen\nResponse: <think>")
     width = max(map(len, prompts)) + 64
     script = np.full((4, width), ord("x"), np.int32)
     for b, (prompt, reply) in enumerate(zip(prompts, replies)):

@@ -23,6 +23,7 @@ import jax
 from medr3_jax.data.prompts import PromptStyle, render_prompt
 from medr3_jax.data.records import DataError, QARecord
 from medr3_jax.models.tokenizers import Tokenizer
+from medr3_jax.protocol import MED_R3, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class QuestionStream:
         num_epochs: int | None = None,
         process_index: int | None = None,
         process_count: int | None = None,
+        protocol: Protocol = MED_R3,
+        max_searches: int = 4,
     ):
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
@@ -80,13 +83,16 @@ class QuestionStream:
         self.batch_size, self.buckets = batch_size, tuple(sorted(buckets))
         self.num_epochs = num_epochs
         self._tokenizer, self._style = tokenizer, style
+        self._protocol, self._max_searches = protocol, max_searches
         dataset = grain.MapDataset.source(local).seed(seed).shuffle().repeat(num_epochs)
         self._batches = dataset.map(self._tokenize).batch(batch_size, drop_remainder=True, batch_fn=tuple)
         self.position = 0
         self.questions_per_process = len(local)
 
     def _tokenize(self, record: QARecord) -> tuple[QARecord, tuple[int, ...]]:
-        ids = tuple(self._tokenizer.encode(render_prompt(record, self._style, self._tokenizer)))
+        text = render_prompt(record, self._style, self._tokenizer, protocol=self._protocol,
+                             max_searches=self._max_searches)  # fmt: skip
+        ids = tuple(self._tokenizer.encode(text))
         length_bucket(len(ids), self.buckets, record.id)
         return record, ids
 

@@ -1,11 +1,13 @@
-"""Prompts: the Med-R3 search prompt, its retrieval-free variant (stage 1), and the MIRAGE-style
-multiple-choice evaluation prompt; raw text or rendered with the policy's chat template.
+"""Prompts: a record rendered under a protocol (`medr3_jax.protocol`: med_r3 or search_r1),
+with or without retrieval, raw text or as a chat turn; and the MIRAGE-style multiple-choice
+evaluation prompt.
 
-    style = PromptStyle(mode="search", chat=True)
-    text = render_prompt(record, style, tokenizer)   # ends with "<think>": the policy continues
+    style = PromptStyle(mode="search", chat=False, question_form="open")
+    text = render_prompt(record, style, tokenizer, protocol=MED_R3, max_searches=4)   # ends with "<think>"
 
-The Med-R3 prompts end in `<think>` so that the first sampled token is already reasoning (the
-authors' protocol); with a chat template, `<think>` opens the assistant turn.
+Med-R3 prompts end in `<think>` so that the first sampled token is already reasoning (the
+authors' protocol); with a chat template, `<think>` opens the assistant turn. Raw text is what
+the authors train base checkpoints on (Qwen2.5-7B base); chat suits instruct checkpoints.
 """
 
 from __future__ import annotations
@@ -14,26 +16,12 @@ import dataclasses
 from typing import Literal
 
 from medr3_jax.data.records import QARecord
-from medr3_jax.models.tokenizers import THINK_OPEN, Tokenizer
+from medr3_jax.models.tokenizers import Tokenizer
+from medr3_jax.protocol import MED_R3, THINK_OPEN, Protocol
+from medr3_jax.protocol.prompts import options_lines
 
 PromptMode = Literal["search", "reason", "mc_eval"]
-
-_REASON = "Answer the given medical question. Reason step by step inside <think> and </think> before answering."
-_SEARCH = (
-    " Whenever you find that you lack medical knowledge, close your reasoning with </think> and "
-    "search a medical corpus by writing <search> your query </search>; the most relevant passages "
-    "are then returned to you, each inside <document> and </document>, and you continue with new "
-    "reasoning inside <think> and </think>. Write one query per search and never write <document> "
-    "yourself. You may search up to {max_searches} times."
-)
-_FINAL_CHOICE = (
-    " When you have enough information, give the final answer inside <answer> and </answer>: the "
-    "letter of the correct option followed by its text, for example <answer> B. Metformin </answer>."
-)
-_FINAL_OPEN = (
-    " When you have enough information, give the final answer inside <answer> and </answer>, in a "
-    "few words, for example <answer> Acute intermittent porphyria </answer>."
-)
+QuestionForm = Literal["open", "choices"]
 
 # The multiple-choice evaluation prompt asks for MIRAGE's JSON output, so that MIRAGE's own
 # letter extraction (`answers.mirage_answer`) reads it.
@@ -50,62 +38,71 @@ MC_EVAL_USER = "Question:\n{question}\n\nOptions:\n{options}\n\nThink step by st
 class PromptStyle:
     """How a record becomes a prompt.
 
-    mode: "search" (Med-R3, stages 2-3), "reason" (no retrieval, stage 1) or "mc_eval".
-    chat: render with the tokenizer's chat template (instruct models) rather than raw text.
+    mode: "search" (retrieval on, stages 2-3), "reason" (no retrieval, stage 1) or "mc_eval".
+    chat: render with the tokenizer's chat template (instruct models) rather than raw text
+      (base models, as the authors train).
+    question_form: "open" (the authors' form: the question without its options, graded against
+      the gold option's text; `data_preprocess/medqa_cot_multi.py` in GitHub 8023looker/Med-R3)
+      or "choices" (lettered options shown). mc_eval always shows the options.
     show_context: include the record's supplied context (PubMedQA abstracts) before the question.
-    max_searches: the search budget stated in the prompt (the rollout enforces it).
     """
 
     mode: PromptMode = "search"
     chat: bool = True
+    question_form: QuestionForm = "open"
     show_context: bool = False
-    max_searches: int = 4
 
     def __post_init__(self) -> None:
         if self.mode not in ("search", "reason", "mc_eval"):
             raise ValueError(f"PromptStyle.mode={self.mode!r}: expected 'search', 'reason' or 'mc_eval'")
-        if self.max_searches < 1:
-            raise ValueError(f"PromptStyle.max_searches={self.max_searches}: must be >= 1")
+        if self.question_form not in ("open", "choices"):
+            raise ValueError(f"PromptStyle.question_form={self.question_form!r}: expected 'open' or 'choices'")
 
 
 def format_options(options: dict[str, str] | object) -> str:
-    return "\n".join(f"{letter}. {text}" for letter, text in dict(options).items())
+    return options_lines(dict(options))
 
 
-def question_block(record: QARecord, show_context: bool) -> str:
-    """'Context: ...' (optional), 'Question: ...' and 'Options:' lines."""
-    parts = []
-    if show_context and record.context:
-        parts.append(f"Context: {record.context}")
-    parts.append(f"Question: {record.question}")
-    if record.is_multiple_choice:
-        parts.append("Options:\n" + format_options(record.options))
-    return "\n".join(parts)
+def shown_question(record: QARecord, form: QuestionForm) -> tuple[str, dict[str, str]]:
+    """(question text, options shown). The open form drops the options and uses the record's
+    option-free wording when the release has one (`open_question`), else its question as is;
+    the authors rewrite multiple-choice stems with an LLM first (that step is not ours)."""
+    if form == "open" or not record.is_multiple_choice:
+        return record.open_question or record.question, {}
+    return record.question, dict(record.options)
 
 
-def instructions(record: QARecord, style: PromptStyle) -> str:
-    text = _REASON
-    if style.mode == "search":
-        text += _SEARCH.format(max_searches=style.max_searches)
-    return text + (_FINAL_CHOICE if record.is_multiple_choice else _FINAL_OPEN)
-
-
-def render_prompt(record: QARecord, style: PromptStyle, tokenizer: Tokenizer | None = None) -> str:
+def render_prompt(
+    record: QARecord,
+    style: PromptStyle,
+    tokenizer: Tokenizer | None = None,
+    *,
+    protocol: Protocol = MED_R3,
+    max_searches: int = 4,
+) -> str:
     """The prompt text for `record`. Med-R3 modes end with `<think>`; `chat=True` needs a
-    tokenizer with a chat template."""
+    tokenizer with a chat template. `max_searches` is the rollout's budget (search_r1 states it)."""
     if style.mode == "mc_eval":
-        if not record.is_multiple_choice:
-            raise ValueError(f"record {record.id!r} has no options: the mc_eval prompt needs a multiple-choice record")
-        user = MC_EVAL_USER.format(question=record.question, options=format_options(record.options))
-        if style.show_context and record.context:
-            user = f"Context:\n{record.context}\n\n{user}"
-        if style.chat:
-            return _chat(tokenizer, [{"role": "system", "content": MC_EVAL_SYSTEM}, {"role": "user", "content": user}])
-        return f"{MC_EVAL_SYSTEM}\n\n{user}\n"
-    body = f"{instructions(record, style)}\n\n{question_block(record, style.show_context)}"
+        return _mc_eval_prompt(record, style, tokenizer)
+    question, options = shown_question(record, style.question_form)
+    context = record.context if style.show_context else ""
+    body = protocol.prompt_body(
+        question, options=options, context=context, retrieval=style.mode == "search", max_searches=max_searches
+    )
     if style.chat:
         return _chat(tokenizer, [{"role": "user", "content": body}]) + THINK_OPEN
-    return f"{body}\n{THINK_OPEN}"
+    return protocol.raw_prompt(body)
+
+
+def _mc_eval_prompt(record: QARecord, style: PromptStyle, tokenizer: Tokenizer | None) -> str:
+    if not record.is_multiple_choice:
+        raise ValueError(f"record {record.id!r} has no options: the mc_eval prompt needs a multiple-choice record")
+    user = MC_EVAL_USER.format(question=record.question, options=format_options(record.options))
+    if style.show_context and record.context:
+        user = f"Context:\n{record.context}\n\n{user}"
+    if style.chat:
+        return _chat(tokenizer, [{"role": "system", "content": MC_EVAL_SYSTEM}, {"role": "user", "content": user}])
+    return f"{MC_EVAL_SYSTEM}\n\n{user}\n"
 
 
 def _chat(tokenizer: Tokenizer | None, messages: list[dict[str, str]]) -> str:

@@ -2,10 +2,10 @@
 
 Every source becomes one frozen `Tokenizer` around a `tokenizers.Tokenizer` backend plus the
 ids the rollout needs (BOS, EOS, padding, the end-of-turn stop ids) and the chat template,
-rendered with jinja2 the way transformers renders it. Also the Med-R3 protocol tags.
+rendered with jinja2 the way transformers renders it.
 
     tok = load_tokenizer("/path/SmolLM2-135M-Instruct.Q4_1.gguf")   # or an HF directory
-    prompt = tok.apply_chat_template([{"role": "user", "content": "Q?"}]) + THINK_OPEN
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Q?"}])
     ids = tok.encode(prompt)
 """
 
@@ -22,14 +22,6 @@ from typing import Any, ClassVar
 
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
-
-# ---- Med-R3 protocol strings (the authors' verl fork) -------------------------------------
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-SEARCH_OPEN, SEARCH_CLOSE = "<search>", "</search>"
-DOCUMENT_OPEN, DOCUMENT_CLOSE = "<document>", "</document>"
-ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
-# Decoding stops on any of these; `<document>` written by the policy itself is penalised.
-STOP_STRINGS: tuple[str, ...] = (SEARCH_CLOSE, DOCUMENT_OPEN, DOCUMENT_CLOSE)
 
 # Tokens that end a turn in the chat formats we serve; each one present becomes a stop id.
 END_OF_TURN_TOKENS: tuple[str, ...] = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|endoftext|>", "<|end_of_text|>")

@@ -32,6 +32,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 
 from medr3_jax.models.encoder import ENCODER_STYLES, BertEncoder, encoder_inputs, load_encoder, load_encoder_tokenizer
+from medr3_jax.protocol import scrub_passage
 from medr3_jax.retrieval.corpus import Passage, chunk_files, read_chunks
 
 log = logging.getLogger("medr3_jax.retrieval.embed")
@@ -91,10 +92,12 @@ class _Embedder:
 
 
 def _policy_tokens(policy_tokenizer: Any, texts: Sequence[str], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The passage store: each text without search/document tags (`protocol.scrub_passage`, as
+    the authors scrub retrieved chunks), tokenised and cut to `width`."""
     tokens = np.full((len(texts), width), policy_tokenizer.pad_id, np.int32)
     lengths = np.zeros(len(texts), np.int32)
     for i, text in enumerate(texts):
-        ids = policy_tokenizer.encode(text)[:width]
+        ids = policy_tokenizer.encode(scrub_passage(text))[:width]
         tokens[i, : len(ids)], lengths[i] = ids, len(ids)
     return tokens, lengths
 

@@ -1,15 +1,19 @@
-"""Answer reward: the paper's 0/1/2 rubric against the gold and the wrong options, mapped
-0 -> 1.0, 1 -> 0.4, 2 -> 0.1; no `<answer>` block at all earns 0.0 (not graded).
+"""Answer reward: the authors' rubric. A grade 2 (same meaning as the gold, no wrong option),
+1 (consistent with the gold: a synonym, superset or subset, no wrong option) or 0 (anything
+else, naming a wrong option included) becomes 1.0 / 0.4 / 0.1
+(`RewardActorMedReasoningLogical.normalize_reward` in `contrib/med_reasoning_logical.py`,
+GitHub 8023looker/Med-R3; the judge's prompt is `rewards/judge.py` `answer_prompt`).
 
     record = QARecord(id="1", dataset="medqa", question="...", options={"A": "Glucagon",
                       "B": "Insulin"}, answer="B", answer_text="Insulin")
-    answer_reward("<think>...</think><answer>B. Insulin</answer>", record)          -> (1.0, "rules")
-    answer_reward("<think>...</think><answer>A or B</answer>", record)              -> (0.4, "rules")
-    answer_reward("<think>...</think><answer>B</answer>", record, judge_grade=2)    -> (0.1, "judge")
+    rule_grade("B. Insulin", record)            -> Grade.SAME       (reward 1.0)
+    rule_grade("insulin therapy", record)       -> Grade.CONSISTENT (0.4)
+    rule_grade("A or B", record)                -> Grade.WRONG      (0.1: a wrong option is named)
+    grade_reward(2) -> 1.0;  grade_reward(1) -> 0.4;  grade_reward(0) -> 0.1
 
-The grade comes from the judge LLM when the caller has one (`judge_grade`), else from
-`rule_grade`; the judge module returns None when it fails, and the caller then passes None so
-that the rules are the fallback.
+The grade comes from the judge when the run has one, else (and where the judge failed) from
+`rule_grade`, which knows only string matching: a correct answer gets the top grade and a
+wrong one the bottom grade.
 """
 
 from __future__ import annotations
@@ -18,20 +22,25 @@ import re
 from enum import IntEnum
 from typing import Mapping
 
-from medr3_jax.data.answers import normalize_answer, option_letter, tagged_answer
+from medr3_jax.data.answers import normalize_answer, option_letter
 from medr3_jax.data.records import QARecord
 
 
 class Grade(IntEnum):
-    """The paper's rubric: 0 correct, 1 partially correct (e.g. hedging), 2 wrong."""
+    """The authors' rubric numbers: 2 same meaning, 1 consistent, 0 wrong."""
 
-    CORRECT = 0
-    PARTIAL = 1
-    WRONG = 2
+    WRONG = 0
+    CONSISTENT = 1
+    SAME = 2
 
 
-GRADE_REWARD: dict[Grade, float] = {Grade.CORRECT: 1.0, Grade.PARTIAL: 0.4, Grade.WRONG: 0.1}
-NO_ANSWER_REWARD = 0.0
+BOTTOM_REWARD = 0.1  # `RewardActorBaseWithApi.default`: also the reward of a gated or unjudged row
+
+
+def grade_reward(score: float) -> float:
+    """A judge score as the reward: >= 2 -> 1.0, >= 1 -> 0.4, else 0.1 (their thresholds, so
+    a score of 3 counts as 2 and a negative one as 0)."""
+    return 1.0 if score >= 2.0 else 0.4 if score >= 1.0 else BOTTOM_REWARD
 
 
 _SEPARATOR = r"\s*(?:,\s*(?:or\b|and\b)?|/|&|\bor\b|\band\b)\s*"  # ", "  "/"  " or "  ", and "
@@ -68,18 +77,24 @@ def _texts_named(answer: str, options: Mapping[str, str]) -> set[str]:
     return named
 
 
-def _grade_choice(answer: str, record: QARecord) -> Grade:
+def _grade_choice(answer: str, record: QARecord, letters_shown: bool) -> Grade:
     letters = "".join(record.options)
-    letter = option_letter(answer, record.options)
-    named = _letter_list(answer, letters) | _texts_named(answer, record.options)
+    if letters_shown:
+        letter = option_letter(answer, record.options)
+        named = _letter_list(answer, letters) | _texts_named(answer, record.options)
+    else:  # open form: the policy never saw letters, so only option texts name options
+        norm = normalize_answer(answer)
+        exact = [k for k, v in record.options.items() if normalize_answer(v) == norm]
+        letter = exact[0] if len(exact) == 1 else None
+        named = _texts_named(answer, record.options)
     if letter is not None:
         named.add(letter)
-    if len(named) > 1:  # hedging: checked first, so that "A or C" is not read as "A"
-        return Grade.PARTIAL if record.answer in named else Grade.WRONG
+    if len(named) > 1:  # a wrong option named beside the gold (hedging) is wrong in their rubric
+        return Grade.WRONG
     if letter is not None:
-        return Grade.CORRECT if letter == record.answer else Grade.WRONG
-    # No option named exactly: mentioning the gold text (and no other option) is partial.
-    return Grade.PARTIAL if named == {record.answer} else Grade.WRONG
+        return Grade.SAME if letter == record.answer else Grade.WRONG
+    # No option named exactly: the gold text inside a longer answer (and no other option) is consistent.
+    return Grade.CONSISTENT if named == {record.answer} else Grade.WRONG
 
 
 def _grade_open(answer: str, record: QARecord) -> Grade:
@@ -87,43 +102,29 @@ def _grade_open(answer: str, record: QARecord) -> Grade:
     if not norm or not gold:
         return Grade.WRONG
     if norm == gold:
-        return Grade.CORRECT
+        return Grade.SAME
     if _words_in(gold, norm) or _words_in(norm, gold):
-        return Grade.PARTIAL
+        return Grade.CONSISTENT
     return Grade.WRONG
 
 
-def rule_grade(answer: str, record: QARecord) -> Grade:
-    """Grade an extracted answer without a judge.
+def rule_grade(answer: str, record: QARecord, *, letters_shown: bool = True) -> Grade:
+    """Grade an extracted answer without a judge (the rubric's top grade for a correct answer,
+    its bottom grade for a wrong one).
 
-    Multiple choice. The options the answer *names* are: the option `option_letter` reads
-    (leading letter or exact option text), every letter of a leading letter list ("A or C",
-    "A/C", "A, C and D"), and every option whose normalised text occurs as whole words in
-    the normalised answer (an occurrence inside a longer named option does not count). Then:
-    two or more named -> PARTIAL if the gold is among them (hedging), else WRONG; this comes
-    first, so "A or C" is partial even though `option_letter` alone reads "A".
-    Exactly one option read by `option_letter` -> CORRECT if it is the gold, else WRONG.
-    No option read but the gold text mentioned (and no other option) -> PARTIAL
-    ("insulin therapy" for "Insulin"). Nothing named -> WRONG. Negation is not understood
-    ("B, not C" hedges); that is what the judge is for.
+    Multiple choice. The options the answer *names*: with letters shown ("choices" form), the
+    option `option_letter` reads (leading letter or exact option text) and every letter of a
+    leading letter list ("A or C", "A/C"); in both forms every option whose normalised text
+    occurs as whole words in the normalised answer (an occurrence inside a longer named option
+    does not count). Two or more named -> WRONG (a wrong option is named). Exactly one option
+    named exactly -> SAME if it is the gold, else WRONG. No option named exactly but the gold
+    text mentioned, and no other option -> CONSISTENT ("insulin therapy" for "Insulin").
+    Nothing named -> WRONG. Negation is not understood ("B, not C" names two); that is what
+    the judge is for.
 
-    Open-ended (no options). Normalised answer equal to the normalised `answer_text` ->
-    CORRECT; one contains the other as whole words (both non-empty) -> PARTIAL; else WRONG.
+    Open-ended (no options). Normalised answer equal to the normalised `answer_text` -> SAME;
+    one contains the other as whole words (both non-empty) -> CONSISTENT; else WRONG.
     """
     if record.is_multiple_choice:
-        return _grade_choice(answer, record)
+        return _grade_choice(answer, record, letters_shown)
     return _grade_open(answer, record)
-
-
-def answer_reward(text: str, record: QARecord, judge_grade: int | None = None) -> tuple[float, str]:
-    """(reward, source) for a trajectory text: the last `<answer>` block is graded by
-    `judge_grade` when given (source "judge"), else by `rule_grade` (source "rules"), and
-    mapped through `GRADE_REWARD`; (0.0, "no_answer") when the text has no complete answer block."""
-    answer = tagged_answer(text)
-    if answer is None:
-        return NO_ANSWER_REWARD, "no_answer"
-    if judge_grade is not None:
-        if isinstance(judge_grade, bool) or judge_grade not in tuple(Grade):
-            raise ValueError(f"judge_grade must be 0, 1 or 2, got {judge_grade!r}")
-        return GRADE_REWARD[Grade(judge_grade)], "judge"
-    return GRADE_REWARD[rule_grade(answer, record)], "rules"

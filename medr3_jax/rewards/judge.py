@@ -1,9 +1,10 @@
 """Judge LLMs for the rewards: an OpenAI-compatible HTTP endpoint or a local checkpoint, and
-the two questions we ask them (grade an answer 0/1/2; extract reasoning triples).
+the two questions we ask them (grade an answer 0/1/2 in the authors' rubric; extract
+reasoning triples).
 
     judge = HTTPJudge("http://127.0.0.1:8000/v1", "Qwen2.5-72B-Instruct", max_concurrency=16)
     # or: judge = LocalJudge(model, tokenizer)          (any checkpoint our loaders read)
-    grades = judge_grades(judge, [(record, "Pancreas")])   # [0]  (None: fall back to rules)
+    verdicts = judge_answers(judge, [answer_prompt(record, "Pancreas")])  # [Verdict(2.0, "...")] or [None]
     triples = extract_triples(judge, ["Insulin lowers glucose ..."])
     metrics = judge.stats.as_metrics()                     # {"judge/requests": 2.0, ...}
 
@@ -19,13 +20,21 @@ import dataclasses
 import http.client
 import json
 import logging
+import math
 import os
+import re
 import time
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from medr3_jax.data.records import QARecord
+from medr3_jax.rewards.judge_prompts import (
+    ANSWER_SYSTEM_PROMPT,
+    ANSWER_USER_PROMPT,
+    DIAGNOSIS_SYSTEM_PROMPT,
+    DIAGNOSIS_USER_PROMPT,
+)
 
 if TYPE_CHECKING:
     from medr3_jax.models.tokenizers import Tokenizer
@@ -92,9 +101,10 @@ class HTTPJudge:
     replies = judge.complete(["Say hi"])      # ["hi"], or [None] after retries
 
     The API key is read from `$api_key_env` (no Authorization header when unset) and appears in
-    no log line, error message or repr. Timeouts, connection errors, HTTP status >= 400 and
-    bodies without `choices[0].message.content` are retried `retries` times, waiting
-    backoff_s, 2 * backoff_s, 4 * backoff_s, ... before each retry.
+    no log line, error message or repr. Sampling defaults are the authors' judge settings
+    (temperature 0.9, top_p 0.6, 4096 tokens; `contrib/base_with_api.py`). Timeouts,
+    connection errors, HTTP status >= 400 and bodies without `choices[0].message.content` are
+    retried `retries` times, waiting backoff_s, 2 * backoff_s, 4 * backoff_s, ... before each retry.
     """
 
     def __init__(
@@ -107,8 +117,9 @@ class HTTPJudge:
         timeout_s: float = 30.0,
         retries: int = 2,
         backoff_s: float = 0.5,
-        temperature: float = 0.0,
-        max_tokens: int = 512,
+        temperature: float = 0.9,
+        top_p: float = 0.6,
+        max_tokens: int = 4096,
         stats: JudgeStats | None = None,
     ):
         if not base_url.startswith(("http://", "https://")):
@@ -126,6 +137,7 @@ class HTTPJudge:
         self.retries = retries
         self.backoff_s = backoff_s
         self.temperature = temperature
+        self.top_p = top_p
         self.max_tokens = max_tokens
         self.stats = stats if stats is not None else JudgeStats()
         self.__key = os.environ.get(api_key_env) or None  # private: never logged, shown or raised
@@ -188,6 +200,7 @@ class HTTPJudge:
             "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
             "temperature": self.temperature,
+            "top_p": self.top_p,
             "max_tokens": self.max_tokens,
         }
         headers = {"Content-Type": "application/json"}
@@ -298,61 +311,93 @@ def first_json_object(text: str) -> dict[str, Any] | None:
     return None
 
 
-# ---- answer grading -------------------------------------------------------------------------
-GRADE_PROMPT = """You are grading a medical exam answer.
-
-Question:
-{question}
-
-Correct answer: {gold}
-Wrong answer options: {wrong}
-
-Answer to grade:
-{answer}
-
-Grade the answer with this rubric:
-0 = correct: it states the correct answer (or an exact equivalent) and none of the wrong options.
-1 = partially correct: it hedges between the correct answer and a wrong option, or is incomplete.
-2 = wrong: it states a wrong option, something else, or no answer.
-
-Reply with only a JSON object: {{"grade": 0}}, {{"grade": 1}} or {{"grade": 2}}."""
-
-
-def grade_prompt(record: QARecord, answer: str) -> str:
-    """GRADE_PROMPT filled in for `record` (gold text, wrong option texts) and the answer text."""
+# ---- answer grading (the authors' prompts, `contrib/med_reasoning_logical.py`) --------------
+def answer_prompt(record: QARecord, answer: str, question: str | None = None) -> str:
+    """The authors' judge prompt for one answer: system text, a newline, the user text
+    (`RewardActorMedReasoningLogical.compute_score`). `question` is the question as the policy
+    saw it (default: the record's). The misleading options are the wrong option texts, written
+    as their Python list; RareArena cases get the rare-disease diagnosis prompt."""
     gold = record.answer_text or record.options.get(record.answer, "")
-    wrong = "; ".join(record.wrong_options.values()) or "(none: open-ended question)"
-    return GRADE_PROMPT.format(question=record.question, gold=gold, wrong=wrong, answer=answer)
+    if record.dataset == "rarearena":
+        return DIAGNOSIS_SYSTEM_PROMPT + "\n" + DIAGNOSIS_USER_PROMPT.format(answer=answer, correct_answer=gold)
+    user = ANSWER_USER_PROMPT.format(
+        question=record.question if question is None else question,
+        answer=answer,
+        correct_answer=gold,
+        misleading_options=[text for text in record.options.values() if text != gold],
+    )
+    return ANSWER_SYSTEM_PROMPT + "\n" + user
 
 
-def parse_grade(reply: str) -> int | None:
-    """The integer 0, 1 or 2 under "grade" in the reply's first JSON object; None otherwise."""
-    obj = first_json_object(reply)
-    grade = obj.get("grade") if obj is not None else None
-    if isinstance(grade, int) and not isinstance(grade, bool) and 0 <= grade <= 2:
-        return grade
-    return None
+_FENCED = "```json"
+_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 
 
-def judge_grades(
-    judge: Judge, items: Sequence[tuple[QARecord, str]], stats: JudgeStats | None = None
-) -> list[int | None]:
-    """The judge's 0/1/2 grade (0 correct, 1 partial, 2 wrong) for each (record, answer text).
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """A judge's reply read: its numeric score (the rubric's 0/1/2, or whatever number it
+    wrote) and its reason."""
 
-    None means the request failed or the reply held no valid grade (counted in
-    `stats.bad_replies`): the caller falls back to the rule grade for that item. `stats`
-    defaults to the judge's own `stats` when it has one.
-    """
+    score: float
+    reason: str
+
+
+def parse_verdict(reply: str) -> Verdict | None:
+    """The `score` (a number, or a string holding one) and `reason` of the reply's JSON object,
+    read as the authors' `read_json` reads it: the last ```json block, else the outermost
+    {...}; else the first object that parses. None when there is no numeric score."""
+    content = None
+    if _FENCED in reply:
+        content = reply.split(_FENCED)[-1].split("```")[0].strip()
+    elif found := _OBJECT.search(reply):
+        content = found.group()
+    obj = None
+    if content is not None:
+        try:
+            obj = json.loads(content)
+        except json.JSONDecodeError:
+            obj = None
+    if not isinstance(obj, dict):
+        obj = first_json_object(reply)
+    if obj is None or isinstance(obj.get("score"), bool):
+        return None
+    try:
+        score = float(obj["score"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not math.isfinite(score):
+        return None
+    return Verdict(score, str(obj.get("reason", "")))
+
+
+def judge_answers(
+    judge: Judge,
+    prompts: Sequence[str],
+    *,
+    attempts: int = 3,
+    stats: JudgeStats | None = None,
+) -> list[Verdict | None]:
+    """The judge's verdict on each `answer_prompt`. A reply without a readable score is asked
+    again, up to `attempts` asks in all (the authors' `api_retries`: their judge samples at
+    temperature 0.9, so another ask can read); None after that or for a failed request (the
+    caller falls back), counted in `stats.bad_replies`."""
     stats = _stats_of(judge, stats)
-    replies = judge.complete([grade_prompt(record, answer) for record, answer in items])
-    grades = []
-    for reply in replies:
-        grade = parse_grade(reply) if reply is not None else None
-        if reply is not None and grade is None:
-            stats.bad_replies += 1
-            log.debug("judge reply holds no grade 0..2: %r", reply[:200])
-        grades.append(grade)
-    return grades
+    verdicts: list[Verdict | None] = [None] * len(prompts)
+    pending = list(range(len(prompts)))
+    for _ in range(max(attempts, 1)):
+        if not pending:
+            break
+        replies = judge.complete([prompts[i] for i in pending])
+        still = []
+        for i, reply in zip(pending, replies):
+            verdict = parse_verdict(reply) if reply is not None else None
+            if verdict is None and reply is not None:
+                stats.bad_replies += 1
+                log.debug("judge reply holds no score: %r", reply[:200])
+                still.append(i)
+            verdicts[i] = verdict
+        pending = still
+    return verdicts
 
 
 # ---- reasoning triples ----------------------------------------------------------------------

@@ -1,18 +1,15 @@
-"""The multi-turn retrieval rollout: the search protocol and the engine over sampler + retriever."""
+"""The multi-turn retrieval rollout: the engine over sampler + retriever (the search protocol
+itself lives in `medr3_jax.protocol`)."""
 
 from medr3_jax.rollout.engine import DOCUMENT, PAD, PROMPT, SAMPLED, Retrieval, Rollout, RolloutConfig, RolloutEngine
-from medr3_jax.rollout.protocol import DocumentBlocks, MalformedSearch, parse_search_turn
 
 __all__ = [
     "DOCUMENT",
     "PAD",
     "PROMPT",
     "SAMPLED",
-    "DocumentBlocks",
-    "MalformedSearch",
     "Retrieval",
     "Rollout",
     "RolloutConfig",
     "RolloutEngine",
-    "parse_search_turn",
 ]

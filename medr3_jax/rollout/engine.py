@@ -11,6 +11,8 @@ segment, so a searching row waits at most one segment while the others decode. D
 inserted by chunked prefill (`Sampler.append`), never by re-prefilling the conversation, and
 count against the response-length cap. Token ids are never re-tokenised: the trajectory is
 the prompt ids, the sampled ids and the pre-tokenised passage ids, with their provenance.
+The protocol (`medr3_jax.protocol`, med_r3 by default) sets the stop strings the sampler must
+have and the layout of the inserted blocks.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from medr3_jax.models.tokenizers import DOCUMENT_CLOSE, DOCUMENT_OPEN, SEARCH_CLOSE, STOP_STRINGS, THINK_OPEN
-from medr3_jax.rollout import protocol as P
+from medr3_jax import protocol as P
+from medr3_jax.protocol import DOCUMENT_CLOSE, DOCUMENT_OPEN, SEARCH_CLOSE
 from medr3_jax.sampling import Sampler, SamplingParams, StopReason
 from medr3_jax.sampling.sampler import bucket
 from medr3_jax.sharding.distributed import all_processes
@@ -76,7 +78,9 @@ class Rollout:
     sampled (prompt, documents, padding are 0); logprobs [R,W] f32 sampler log-probs of
     sampled tokens (0 elsewhere); provenance [R,W] PAD/PROMPT/SAMPLED/DOCUMENT.
     Per row: group_ids, prompt_lengths, response_lengths, search_counts, stop_reasons
-    (StopReason), flags, queries, retrieved_ids, texts (the decoded response). stats: metrics.
+    (StopReason), flags, queries, retrieved_ids, texts (the decoded response), prefixes (the
+    assistant text the prompt already holds, `protocol.assistant_prefix`: usually "<think>";
+    the rewards read prefix + text). stats: metrics.
     """
 
     tokens: np.ndarray
@@ -94,6 +98,7 @@ class Rollout:
     queries: list[list[str]]
     retrieved_ids: list[list[str]]
     texts: list[str]
+    prefixes: list[str]
     stats: dict[str, float]
 
     @property
@@ -104,7 +109,7 @@ class Rollout:
 @dataclasses.dataclass
 class _Row:
     prompt: list[int]
-    prefix: str = ""  # assistant text prefilled at the end of the prompt (after its last <think>)
+    prefix: str = ""  # assistant text the prompt already holds, from its last <think> (protocol.assistant_prefix)
     response: list[int] = dataclasses.field(default_factory=list)
     provenance: list[int] = dataclasses.field(default_factory=list)
     logprobs: list[float] = dataclasses.field(default_factory=list)
@@ -129,16 +134,21 @@ class _Row:
 class RolloutEngine:
     """Runs `RolloutConfig` rollouts of one policy (a `Sampler`) against one retriever."""
 
-    def __init__(self, sampler: Sampler, retriever: Retrieval | None, config: RolloutConfig):
-        if sampler.stop_table is None or not set(STOP_STRINGS) <= set(sampler.stop_table.strings):
+    def __init__(
+        self, sampler: Sampler, retriever: Retrieval | None, config: RolloutConfig, protocol: P.Protocol = P.MED_R3
+    ):
+        needed = protocol.stop_strings(retrieval=config.retrieval)
+        have = set(sampler.stop_table.strings) if sampler.stop_table is not None else set()
+        if not set(needed) <= have:
             raise ValueError(
-                f"the rollout sampler must stop on {STOP_STRINGS}: build it with stop_strings=STOP_STRINGS"
+                f"the rollout sampler must stop on {needed}: build it with "
+                f"stop_strings=protocol.stop_strings(retrieval={config.retrieval})"
             )
         if config.retrieval and retriever is None:
             raise ValueError("RolloutConfig(retrieval=True) needs a retriever")
-        self.sampler, self.retriever, self.config = sampler, retriever, config
+        self.sampler, self.retriever, self.config, self.protocol = sampler, retriever, config, protocol
         self.tokenizer = sampler.tokenizer
-        self.blocks = P.DocumentBlocks.for_tokenizer(self.tokenizer)
+        self.blocks = protocol.document_blocks(self.tokenizer.encode)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval")
 
     # ---- the loop -----------------------------------------------------------------------
@@ -200,18 +210,15 @@ class RolloutEngine:
             return None
         turn = self.tokenizer.decode(row.response[row.turn_start :])
         try:
-            return P.parse_search_turn((row.prefix if row.turn_start == 0 else "") + turn)
+            return P.parse_search_turn((row.prefix.removeprefix(P.THINK_OPEN) if row.turn_start == 0 else "") + turn)
         except P.MalformedSearch as err:
             log.debug("malformed search: %s", err)
             row.finish(reason, P.FLAG_BAD_SEARCH)
             return None
 
     def _assistant_prefix(self, prompt: Sequence[int], tail_tokens: int = 64) -> str:
-        """Text after the prompt's last `<think>`: the start of the first turn when a prompt
-        prefills part of the answer (Med-R3 prompts end with `<think>`, so usually "")."""
-        tail = self.tokenizer.decode(list(prompt[-tail_tokens:]))
-        at = tail.rfind(THINK_OPEN)
-        return tail[at + len(THINK_OPEN) :] if at >= 0 else ""
+        """`protocol.assistant_prefix` of the prompt's last tokens (usually "<think>")."""
+        return P.assistant_prefix(self.tokenizer.decode(list(prompt[-tail_tokens:])))
 
     def _serve(self, rows: list[_Row], searching: list[tuple[int, str]], stats: dict) -> list[tuple[int, list[int]]]:
         """One batched retrieval for every searching row; returns (row, tokens to append)."""
@@ -297,5 +304,6 @@ class RolloutEngine:
             queries=[r.queries for r in rows],
             retrieved_ids=[r.retrieved for r in rows],
             texts=texts,
+            prefixes=[r.prefix for r in rows],
             stats=stats,
         )

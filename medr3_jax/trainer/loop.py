@@ -25,17 +25,26 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from medr3_jax import assets
+from medr3_jax import protocol as P
 from medr3_jax.data.pipeline import QuestionStream
-from medr3_jax.data.prompts import PromptStyle
+from medr3_jax.data.prompts import PromptStyle, shown_question
 from medr3_jax.data.records import QARecord
 from medr3_jax.models.loading import backend_overrides, load_model
-from medr3_jax.models.tokenizers import STOP_STRINGS, THINK_OPEN, Tokenizer
+from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.remote import is_remote, stage
-from medr3_jax.rewards import GraphReward, Judge, Outcome, RewardWeights, score
+from medr3_jax.rewards import (
+    GraphReward,
+    Judge,
+    Outcome,
+    OverlongConfig,
+    RewardRules,
+    RewardWeights,
+    Scored,
+    score_outcomes,
+)
 from medr3_jax.rewards.shared_judge import ProcessShardedJudge
-from medr3_jax.rl import group_advantages
+from medr3_jax.rl import ESTIMATORS, group_advantages
 from medr3_jax.rollout import Rollout, RolloutConfig, RolloutEngine
-from medr3_jax.rollout import protocol as P
 from medr3_jax.rollout.audit import write_audit
 from medr3_jax.sampling import Sampler, SamplingParams
 from medr3_jax.sharding import is_primary, make_mesh, param_shardings, sync
@@ -68,10 +77,14 @@ class Experiment:
     mesh: str = "data=1,fsdp=-1,tensor=1"
     param_dtype: str | None = None  # default: float32 on CPU, bfloat16 on accelerators
     cache_attention: str | None = None  # ModelConfig.cache_attention; default: blockwise on CPU, dense elsewhere
+    protocol: str = "med_r3"  # medr3_jax.protocol: "med_r3" (the authors') or "search_r1"
     sampling: SamplingParams = SamplingParams(temperature=1.0)
     prompt: PromptStyle = PromptStyle(mode="search")
     rollout: RolloutConfig = RolloutConfig(group_size=4, max_response_tokens=192, decode_segment=64, sequence_bucket=64)
     rewards: RewardWeights = RewardWeights()
+    reward_rules: RewardRules = RewardRules()
+    overlong: OverlongConfig = OverlongConfig()
+    advantage_estimator: str = "grpo"  # rl.group_advantages: "grpo" (the authors'), "drgrpo" or "rloo"
     optimizer: OptimizerConfig = OptimizerConfig()
     update: UpdateConfig = UpdateConfig(micro_batch=2)
     checkpoint: CheckpointConfig = CheckpointConfig(every_steps=2, keep=2)
@@ -88,6 +101,11 @@ class Experiment:
             raise ValueError(f"{self.stage}: num_steps and prompts_per_step must be >= 1")
         if self.cache_attention not in (None, "blockwise", "dense"):
             raise ValueError(f"Experiment.cache_attention={self.cache_attention!r}: expected 'blockwise' or 'dense'")
+        P.get_protocol(self.protocol)
+        if self.advantage_estimator not in ESTIMATORS:
+            raise ValueError(f"Experiment.advantage_estimator={self.advantage_estimator!r}: expected one of "
+                             f"{list(ESTIMATORS)}")  # fmt: skip
+        self.overlong.buffer_for(self.rollout.max_response_tokens)
 
 
 REMOTE_INPUTS = ("model", "init_from", "data_dir", "index_dir")
@@ -122,19 +140,22 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
     shardings = lambda cfg: param_shardings(cfg, mesh)  # noqa: E731
     model, tokenizer = load_model(exp.model, shardings=shardings, **overrides)
     checkpointer = Checkpointer(os.path.join(stage_dir, "checkpoints"), exp.checkpoint)
-    policy = PolicyTrainer(model, exp.optimizer, exp.update, mesh)
+    policy = PolicyTrainer(model, exp.optimizer, exp.update, mesh, temperature=exp.sampling.temperature)
     start, position = _initialise(exp, workdir, checkpointer, policy, shardings)
 
     records = _train_records(exp)
     # Every process reads the same global batch and runs the host side of the rollout for all
     # rows (replicated host view); the device work is sharded over the whole mesh.
+    protocol = P.get_protocol(exp.protocol)
     stream = QuestionStream(records, tokenizer=tokenizer, style=exp.prompt, batch_size=exp.prompts_per_step,
-                            seed=exp.seed, buckets=exp.prompt_buckets, process_index=0, process_count=1)  # fmt: skip
+                            seed=exp.seed, buckets=exp.prompt_buckets, process_index=0, process_count=1,
+                            protocol=protocol, max_searches=exp.rollout.max_searches)  # fmt: skip
     stream.seek(position)
     retriever = _retriever(exp, tokenizer) if exp.rollout.retrieval else None
-    sampler = Sampler(nnx.merge(policy.graphdef, policy.sampler_params()), tokenizer, stop_strings=STOP_STRINGS,
+    sampler = Sampler(nnx.merge(policy.graphdef, policy.sampler_params()), tokenizer,
+                      stop_strings=protocol.stop_strings(retrieval=exp.rollout.retrieval),
                       max_new_tokens=exp.rollout.max_response_tokens, mesh=mesh)  # fmt: skip
-    engine = RolloutEngine(sampler, retriever, exp.rollout)
+    engine = RolloutEngine(sampler, retriever, exp.rollout, protocol)
     judge = exp.judge
     if judge is not None and jax.process_count() > 1:  # every host scores the same rows: ask each prompt once
         judge = ProcessShardedJudge(judge)
@@ -142,17 +163,18 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
     writer = MetricWriter(os.path.join(stage_dir, "tb"))
     if operative_config:
         writer.text(start, "config/operative", operative_config)
-    log.info("[%s] training steps %d..%d on %d questions, %d rows per step", exp.stage, start, exp.num_steps - 1,
-             len(records), exp.prompts_per_step * exp.rollout.group_size)  # fmt: skip
+    log.info("[%s] training steps %d..%d on %d questions, %d rows per step, protocol %s, %s questions", exp.stage,
+             start, exp.num_steps - 1, len(records), exp.prompts_per_step * exp.rollout.group_size, protocol.name,
+             exp.prompt.question_form)  # fmt: skip
     for step in range(start, exp.num_steps):
         t0 = time.perf_counter()
         batch = stream.next()
         rollout = engine.run(batch.prompts, params=exp.sampling, seed=exp.seed * 100_003 + step)
         t1 = time.perf_counter()
         rows = [r for r in batch.records for _ in range(exp.rollout.group_size)]
-        scored = score(_outcomes(rollout, batch.prompts, tokenizer, exp.rollout.group_size), rows, exp.rewards,
-                       retrieval=exp.rollout.retrieval, judge=judge, graph=graph)  # fmt: skip
-        advantages = group_advantages(scored.totals, rollout.group_ids, len(batch.records))
+        scored = score_rollout(exp, protocol, rollout, rows, judge=judge, graph=graph)
+        advantages = group_advantages(scored.totals, rollout.group_ids, len(batch.records),
+                                      estimator=exp.advantage_estimator)  # fmt: skip
         t2 = time.perf_counter()
         train = policy.update(_train_batch(rollout, np.asarray(advantages)), seed=step)
         sampler.update_params(policy.sampler_params())
@@ -162,8 +184,8 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
         metrics = scored.metrics | train | _rollout_metrics(rollout) | perf
         writer.scalars(step, metrics)
         if exp.audit_every and step % exp.audit_every == 0 and is_primary():
-            write_audit(os.path.join(stage_dir, "rollouts", f"step_{step:06d}.jsonl"), step, rollout, rows,
-                        scored.totals, scored.components,
+            write_audit(os.path.join(stage_dir, "rollouts", f"step_{step:06d}.jsonl"), step, rollout, rows, scored,
+                        questions=[shown_question(r, exp.prompt.question_form)[0] for r in rows],
                         passage_title=(lambda pid: retriever.passage(pid).title) if retriever else None)  # fmt: skip
         log.info("[%s] step %d: reward %.3f, answer %.3f, searches/row %.2f, loss %.4f, %.1fs", exp.stage, step,
                  metrics["reward/total"], metrics.get("reward/answer", float("nan")),
@@ -285,19 +307,24 @@ def _no_embed(texts: Sequence[str]) -> np.ndarray:
 
 
 # ---- per step ---------------------------------------------------------------------------
-def _outcomes(rollout: Rollout, prompts, tokenizer: Tokenizer, group_size: int) -> list[Outcome]:
-    """The rewards' view of each row; the prompt's trailing `<think>` opens the assistant text."""
-    opens = [THINK_OPEN if tokenizer.decode(list(p[-8:])).rstrip().endswith(THINK_OPEN) else "" for p in prompts]
-    bad = {P.FLAG_BAD_SEARCH, P.FLAG_WROTE_DOCUMENT}
-    return [
+def score_rollout(exp: Experiment, protocol: P.Protocol, rollout: Rollout, rows: Sequence[QARecord], *,
+                  judge: Judge | None = None, graph: GraphReward | None = None) -> Scored:  # fmt: skip
+    """`rewards.score_outcomes` of a rollout under the stage's protocol, question form, rules and
+    response cap; the assistant text of each row is its prefix (usually "<think>") + its text."""
+    outcomes = [
         Outcome(
-            opens[i // group_size] + rollout.texts[i],
+            rollout.prefixes[i] + rollout.texts[i],
             int(rollout.response_lengths[i]),
-            bool(rollout.flags[i] & bad),
+            bool(rollout.flags[i] & P.BAD_SEARCH_FLAGS),
             tuple(rollout.retrieved_ids[i]),
+            shown_question(record, exp.prompt.question_form)[0],
         )  # fmt: skip
-        for i in range(rollout.num_rows)
+        for i, record in enumerate(rows)
     ]
+    return score_outcomes(outcomes, rows, exp.rewards, protocol=protocol, retrieval=exp.rollout.retrieval,
+                          max_response_tokens=exp.rollout.max_response_tokens, rules=exp.reward_rules,
+                          letters_shown=exp.prompt.question_form == "choices", judge=judge, graph=graph,
+                          overlong=exp.overlong)  # fmt: skip
 
 
 def _train_batch(rollout: Rollout, advantages: np.ndarray) -> TrainBatch:

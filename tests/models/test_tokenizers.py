@@ -10,16 +10,9 @@ import json
 import jinja2
 import pytest
 
+from medr3_jax.protocol import ANSWER_CLOSE, DOCUMENT_OPEN, SEARCH_CLOSE, THINK_OPEN
+
 from medr3_jax.models.tokenizers import (
-    ANSWER_CLOSE,
-    ANSWER_OPEN,
-    DOCUMENT_CLOSE,
-    DOCUMENT_OPEN,
-    SEARCH_CLOSE,
-    SEARCH_OPEN,
-    STOP_STRINGS,
-    THINK_CLOSE,
-    THINK_OPEN,
     Tokenizer,
     load_tokenizer,
     qwen2_tokenizer_from_tiktoken,
@@ -128,17 +121,6 @@ def test_template_helpers_match_transformers(tok: Tokenizer, hf_tok) -> None:
 
 
 # ---- protocol tags -------------------------------------------------------------------------------
-def test_protocol_constants() -> None:
-    assert (THINK_OPEN, THINK_CLOSE, SEARCH_OPEN, SEARCH_CLOSE) == ("<think>", "</think>", "<search>", "</search>")
-    assert (DOCUMENT_OPEN, DOCUMENT_CLOSE, ANSWER_OPEN, ANSWER_CLOSE) == (
-        "<document>",
-        "</document>",
-        "<answer>",
-        "</answer>",
-    )
-    assert STOP_STRINGS == ("</search>", "<document>", "</document>")
-
-
 @pytest.mark.parametrize("tag", [THINK_OPEN, SEARCH_CLOSE, DOCUMENT_OPEN, ANSWER_CLOSE])
 def test_tag_token_ids_cover_start_line_and_space(tok: Tokenizer, tag: str) -> None:
     variants = tag_token_ids(tok, tag)

@@ -1,9 +1,11 @@
-"""Answer rubric (0/1/2 -> 1.0/0.4/0.1) against hand-graded answers."""
+"""The authors' answer rubric (2 same / 1 consistent / 0 wrong -> 1.0 / 0.4 / 0.1, their
+`RewardActorMedReasoningLogical.normalize_reward`), and the rule grade against hand-graded answers."""
 
 import pytest
 
 from medr3_jax.data.records import QARecord
-from medr3_jax.rewards.answer import GRADE_REWARD, Grade, answer_reward, rule_grade
+from medr3_jax.rewards.answer import BOTTOM_REWARD, Grade, grade_reward, rule_grade
+from tests import authors_reference as ref
 
 MC = QARecord(
     id="q1",
@@ -16,54 +18,71 @@ MC = QARecord(
 OPEN = QARecord(id="q2", dataset="rarearena", question="Diagnosis?", answer_text="Fabry disease")
 
 
-def test_grade_reward_table():
-    assert [int(g) for g in Grade] == [0, 1, 2]
-    assert GRADE_REWARD == {Grade.CORRECT: 1.0, Grade.PARTIAL: 0.4, Grade.WRONG: 0.1}
+def test_grade_numbers_are_the_authors():
+    assert [int(g) for g in (Grade.WRONG, Grade.CONSISTENT, Grade.SAME)] == [0, 1, 2]
+    assert BOTTOM_REWARD == 0.1
+
+
+@pytest.mark.parametrize("score", [-1, 0, 0.5, 0.99, 1, 1.5, 1.99, 2, 2.5, 3, 10])
+def test_grade_reward_equals_their_normalize_reward(score):
+    assert grade_reward(score) == ref.normalize_reward(score)
+    assert grade_reward(score) in (0.1, 0.4, 1.0)
 
 
 @pytest.mark.parametrize(
     "answer, grade",
     [
-        ("B", Grade.CORRECT),
-        ("B. Insulin", Grade.CORRECT),
-        ("(B)", Grade.CORRECT),
-        ("Option B", Grade.CORRECT),
-        ("insulin", Grade.CORRECT),  # the option text names the option
-        ("The insulin.", Grade.CORRECT),  # normalised: articles and punctuation go
+        ("B", Grade.SAME),
+        ("B. Insulin", Grade.SAME),
+        ("(B)", Grade.SAME),
+        ("Option B", Grade.SAME),
+        ("insulin", Grade.SAME),  # the option text names the option
+        ("The insulin.", Grade.SAME),  # normalised: articles and punctuation go
         ("A", Grade.WRONG),
         ("D. Cortisol", Grade.WRONG),
         ("Insulin resistance", Grade.WRONG),  # "insulin" inside a longer wrong option is not the gold
-        ("C", Grade.WRONG),
-        # hedging: several options named, the gold among them
-        ("A or B", Grade.PARTIAL),  # option_letter alone would read "A"
-        ("B or D", Grade.PARTIAL),  # ... or "B": hedging is checked first
-        ("(A)/(B)", Grade.PARTIAL),
-        ("Options A, B and D", Grade.PARTIAL),
-        ("B, or D", Grade.PARTIAL),
-        ("insulin or glucagon", Grade.PARTIAL),
-        ("B. Insulin or D. Cortisol", Grade.PARTIAL),
-        ("D. Cortisol, though insulin is possible", Grade.PARTIAL),
-        ("A or D", Grade.WRONG),  # several, gold not among them
-        ("glucagon and cortisol", Grade.WRONG),
-        # no option named exactly, the gold text mentioned (and nothing else): partial
-        ("I would give insulin", Grade.PARTIAL),
-        # nothing matches
+        # a wrong option named beside the gold: their rubric's 0 ("not including wrong options")
+        ("A or B", Grade.WRONG),
+        ("(A)/(B)", Grade.WRONG),
+        ("Options A, B and D", Grade.WRONG),
+        ("insulin or glucagon", Grade.WRONG),
+        ("B. Insulin or D. Cortisol", Grade.WRONG),
+        ("A or D", Grade.WRONG),
+        # no option named exactly, the gold text inside a longer answer (and nothing else): consistent
+        ("I would give insulin", Grade.CONSISTENT),
         ("The answer is unclear", Grade.WRONG),
         ("", Grade.WRONG),
         ("Beta cells", Grade.WRONG),  # a leading capital B followed by a letter is not "B"
     ],
 )
-def test_rule_grade_multiple_choice(answer, grade):
-    assert rule_grade(answer, MC) == grade
+def test_rule_grade_with_letters_shown(answer, grade):
+    assert rule_grade(answer, MC, letters_shown=True) == grade
 
 
 @pytest.mark.parametrize(
     "answer, grade",
     [
-        ("Fabry disease", Grade.CORRECT),
-        ("fabry  disease.", Grade.CORRECT),
-        ("Fabry", Grade.PARTIAL),  # the answer inside the gold
-        ("Classic Fabry disease (alpha-galactosidase A deficiency)", Grade.PARTIAL),  # the gold inside the answer
+        ("Insulin", Grade.SAME),
+        ("insulin.", Grade.SAME),
+        ("B", Grade.WRONG),  # no letters were shown: a letter names nothing
+        ("A hormone called insulin", Grade.CONSISTENT),  # a leading "A" is an article here, not option A
+        ("A", Grade.WRONG),
+        ("Glucagon", Grade.WRONG),
+        ("Insulin, or glucagon", Grade.WRONG),
+        ("Insulin resistance", Grade.WRONG),
+    ],
+)
+def test_rule_grade_in_the_open_form_reads_option_texts_only(answer, grade):
+    assert rule_grade(answer, MC, letters_shown=False) == grade
+
+
+@pytest.mark.parametrize(
+    "answer, grade",
+    [
+        ("Fabry disease", Grade.SAME),
+        ("fabry  disease.", Grade.SAME),
+        ("Fabry", Grade.CONSISTENT),  # the answer inside the gold (a subset)
+        ("Classic Fabry disease (alpha-galactosidase A deficiency)", Grade.CONSISTENT),  # the gold inside the answer
         ("Fab", Grade.WRONG),  # containment is by whole words
         ("Gaucher disease", Grade.WRONG),
         ("", Grade.WRONG),
@@ -72,34 +91,3 @@ def test_rule_grade_multiple_choice(answer, grade):
 )
 def test_rule_grade_open_ended(answer, grade):
     assert rule_grade(answer, OPEN) == grade
-
-
-@pytest.mark.parametrize(
-    "text, judge, expected",
-    [
-        ("<think>x</think><answer>B. Insulin</answer>", None, (1.0, "rules")),
-        ("<think>x</think><answer>A or B</answer>", None, (0.4, "rules")),
-        ("<think>x</think><answer>A</answer>", None, (0.1, "rules")),
-        ("<think>x</think><answer></answer>", None, (0.1, "rules")),  # an empty answer is graded: wrong
-        ("<think>x</think><answer>A</answer><answer>B</answer>", None, (1.0, "rules")),  # the last block
-        ("<think>x</think>", None, (0.0, "no_answer")),
-        ("<think>x</think><answer>B", None, (0.0, "no_answer")),  # unclosed
-        ("<think>x</think><answer>A</answer>", 0, (1.0, "judge")),  # the judge overrides the rules
-        ("<think>x</think><answer>B</answer>", 1, (0.4, "judge")),
-        ("<think>x</think><answer>B</answer>", Grade.WRONG, (0.1, "judge")),
-        ("<think>x</think>", 0, (0.0, "no_answer")),  # no answer is never graded
-    ],
-)
-def test_answer_reward(text, judge, expected):
-    assert answer_reward(text, MC, judge_grade=judge) == expected
-
-
-def test_answer_reward_open_ended():
-    assert answer_reward("<answer>Fabry disease</answer>", OPEN) == (1.0, "rules")
-    assert answer_reward("<answer>Fabry</answer>", OPEN) == (0.4, "rules")
-
-
-@pytest.mark.parametrize("bad", [3, -1, True, 0.5])
-def test_answer_reward_rejects_a_bad_judge_grade(bad):
-    with pytest.raises(ValueError, match="judge_grade"):
-        answer_reward("<answer>B</answer>", MC, judge_grade=bad)

@@ -1,6 +1,7 @@
-"""rewards.judge: reply parsing by hand-written cases, HTTPJudge against a stub server on
-127.0.0.1 (success, timeouts, garbage, HTTP 500 then success, the concurrency bound, the API
-key kept secret), and LocalJudge with a scripted policy."""
+"""rewards.judge: the authors' judge prompt (`contrib/med_reasoning_logical.py` in GitHub
+8023looker/Med-R3) and reply reading by hand-written cases, re-asking unreadable replies,
+HTTPJudge against a stub server on 127.0.0.1 (success, timeouts, garbage, HTTP 500 then
+success, the concurrency bound, the API key kept secret), and LocalJudge with a scripted policy."""
 
 import collections
 import dataclasses
@@ -19,12 +20,13 @@ from medr3_jax.rewards.judge import (
     HTTPJudge,
     JudgeStats,
     LocalJudge,
+    Verdict,
+    answer_prompt,
     extract_triples,
     first_json_object,
-    grade_prompt,
-    judge_grades,
-    parse_grade,
+    judge_answers,
     parse_triples,
+    parse_verdict,
 )
 from tests.sampling.fakes import EOS, ScriptedLM, byte_tokenizer
 
@@ -36,24 +38,58 @@ SECRET = "sk-test-secret-0123456789"
 
 # ---- parsing --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "reply, grade",
+    "reply, verdict",
     [
-        ('{"grade": 0}', 0),
-        ('```json\n{"grade": 1}\n```', 1),
-        ('The answer hedges between B and C.\n{"grade": 1, "why": "hedged"} Hope this helps.', 1),
-        ('{not json} then {"grade": 2}', 2),  # the first object that parses
-        ('{"grade": "1"}', None),  # a string, not an int
-        ('{"grade": 1.0}', None),
-        ('{"grade": true}', None),
-        ('{"grade": 3}', None),
-        ('{"grade": -1}', None),
-        ('{"note": "x"} {"grade": 1}', None),  # the first object has no grade
-        ("grade: 0", None),
+        ('{"reason": "same drug", "score": 2}', Verdict(2.0, "same drug")),
+        ('Thinking...\n```json\n{\n    "reason": "superset",\n    "score": 1\n}\n```', Verdict(1.0, "superset")),
+        ('```json\n{"score": 0}\n``` then ```json\n{"reason": "r", "score": 2}\n```', Verdict(2.0, "r")),  # the last block
+        ('{"reason": "r", "score": "2"}', Verdict(2.0, "r")),  # a string holding a number (their float())
+        ('{"score": 1.5}', Verdict(1.5, "")),
+        ('Prose {"reason": "wrong option", "score": 0} more prose', Verdict(0.0, "wrong option")),
+        ('{not json} then {"score": 2}', Verdict(2.0, "")),  # the outer {...} fails: the first object that parses
+        ('{"score": true}', None),
+        ('{"score": "high"}', None),
+        ('{"reason": "no score"}', None),
+        ('{"score": NaN}', None),
+        ("score: 2", None),
         ("", None),
     ],
 )
-def test_parse_grade(reply, grade):
-    assert parse_grade(reply) == grade
+def test_parse_verdict(reply, verdict):
+    assert parse_verdict(reply) == verdict
+
+
+# The answer prompt as `compute_score` assembles it for MedQA/MedMCQA: VERIFY_SYSTEM_PROMPT_EN,
+# a newline, VERIFY_USER_PROMPT_EN filled in (misleading options as a Python list). Their system
+# text doubles the braces of its JSON examples and is never formatted, so their judge read "{{";
+# we send single braces (the evident intent).
+AUTHORS_USER_PROMPT = """## Question:
+{question}
+## Student's Answer:
+{answer}
+## Correct Answer:
+{correct_answer}
+## Misleading Options:
+{misleading_options}"""
+
+
+def test_answer_prompt_is_the_authors():
+    prompt = answer_prompt(MC, "Pancreas, surely", question="Which organ makes insulin?")
+    system, user = prompt.split("\n## Question:\n")
+    assert system.startswith("## Role\nPlease judge whether the student's answer is the answer to the question as a teacher")
+    assert "give a score of 0/1/2" in system and system.endswith('```json\n{\n    "reason": "scoring reason",\n    "score": 0/1/2\n}\n```')
+    assert "{{" not in system
+    expected = AUTHORS_USER_PROMPT.format(question="Which organ makes insulin?", answer="Pancreas, surely",
+                                          correct_answer="Pancreas", misleading_options=["Liver", "Spleen"])  # fmt: skip
+    assert "## Question:\n" + user == expected
+    assert "## Misleading Options:\n['Liver', 'Spleen']" in prompt
+    assert answer_prompt(MC, "x").count("Which organ makes insulin?") == 1  # default: the record's question
+
+
+def test_answer_prompt_for_rarearena_is_their_diagnosis_prompt():
+    prompt = answer_prompt(OPEN, "Ataxia with vitamin E deficiency")
+    assert prompt.startswith("# Task\n\nAs a distinguished expert in the field of rare diseases")
+    assert prompt.endswith("# Student's Answer:\nAtaxia with vitamin E deficiency\n\n# Reference Diagnosis:\nAVED")
 
 
 def test_first_json_object_skips_arrays_and_fences():
@@ -69,27 +105,31 @@ def test_parse_triples():
     assert parse_triples("insulin lowers glucose") is None
 
 
-def test_grade_prompt_names_gold_wrong_options_and_answer():
-    prompt = grade_prompt(MC, "B. Pancreas, maybe the liver")
-    assert "Correct answer: Pancreas" in prompt and "Wrong answer options: Liver; Spleen" in prompt
-    assert "B. Pancreas, maybe the liver" in prompt and '{"grade": 0}' in prompt
-    assert "(none: open-ended question)" in grade_prompt(OPEN, "AVED")
-
-
 class _ListJudge:
+    """Replies from a list, one call after another (each call takes as many as it is asked)."""
+
     def __init__(self, replies):
-        self.replies = replies
+        self.replies = list(replies)
         self.stats = JudgeStats()
+        self.calls: list[list[str]] = []
 
     def complete(self, prompts):
-        assert len(prompts) == len(self.replies)
-        return list(self.replies)
+        self.calls.append(list(prompts))
+        taken, self.replies = self.replies[: len(prompts)], self.replies[len(prompts) :]
+        assert len(taken) == len(prompts)
+        return taken
 
 
-def test_judge_grades_and_extract_triples_count_bad_replies():
-    judge = _ListJudge(['{"grade": 0}', None, "no idea", '{"grade": 5}'])
-    assert judge_grades(judge, [(MC, "B")] * 4) == [0, None, None, None]
-    assert judge.stats.bad_replies == 2  # the failed request (None) is not a bad reply
+def test_judge_answers_asks_unreadable_replies_again_up_to_three_times_and_counts_them():
+    judge = _ListJudge([
+        '{"score": 2, "reason": "ok"}', None, "no idea", '{"score": "x"}',  # first ask, 4 prompts
+        '{"score": 1}', "still no idea",  # second ask: the two unreadable ones only
+        "never",  # third ask
+    ])  # fmt: skip
+    assert judge_answers(judge, ["p0", "p1", "p2", "p3"]) == [Verdict(2.0, "ok"), None, Verdict(1.0, ""), None]
+    assert judge.calls == [["p0", "p1", "p2", "p3"], ["p2", "p3"], ["p3"]]  # a failed request (None) is not re-asked
+    assert judge.stats.bad_replies == 4
+    assert judge_answers(_ListJudge(["nope"]), ["p"], attempts=1) == [None]
 
     judge = _ListJudge(['{"triples": [["a", "r", "b"], ["bad"]]}', None, "prose"])
     stats = JudgeStats()
@@ -126,7 +166,7 @@ class _Stub:
             return 200, b'{"error": {"message": "overloaded"}}', 0.0
         if "[down]" in prompt or ("[flaky]" in prompt and attempt == 1):
             return 500, b'{"error": "internal"}', 0.0
-        content = '```json\n{"grade": 0}\n```' if "Answer to grade" in prompt else f"echo: {prompt}"
+        content = '```json\n{"reason": "r", "score": 2}\n```' if "Student's Answer:" in prompt else f"echo: {prompt}"
         body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
         return 200, body.encode(), 0.6 if "[slow]" in prompt else 0.05 if "[busy]" in prompt else 0.0
 
@@ -179,11 +219,14 @@ def _judge(stub, **kwargs):
 
 def test_http_success_grades_and_sends_the_openai_request(stub, monkeypatch):
     monkeypatch.delenv("MEDR3_TEST_JUDGE_KEY", raising=False)
-    judge = _judge(stub, temperature=0.0, max_tokens=64)
-    assert judge_grades(judge, [(MC, "Pancreas"), (OPEN, "AVED")]) == [0, 0]
-    assert stub.bodies[0]["model"] == "stub-judge" and stub.bodies[0]["max_tokens"] == 64
-    assert stub.bodies[0]["temperature"] == 0.0 and stub.bodies[0]["messages"][0]["role"] == "user"
-    assert stub.auth == [None, None]  # no key in the environment: no Authorization header
+    judge = _judge(stub)
+    assert judge_answers(judge, [answer_prompt(MC, "Pancreas"), answer_prompt(OPEN, "AVED")]) == [Verdict(2.0, "r")] * 2
+    assert stub.bodies[0]["model"] == "stub-judge" and stub.bodies[0]["messages"][0]["role"] == "user"
+    # The authors' judge sampling (`contrib/base_with_api.py` compute_score): T 0.9, top_p 0.6, 4096 tokens.
+    assert (stub.bodies[0]["temperature"], stub.bodies[0]["top_p"], stub.bodies[0]["max_tokens"]) == (0.9, 0.6, 4096)
+    _judge(stub, temperature=0.0, top_p=1.0, max_tokens=64).complete(["x"])
+    assert (stub.bodies[-1]["temperature"], stub.bodies[-1]["top_p"], stub.bodies[-1]["max_tokens"]) == (0.0, 1.0, 64)
+    assert stub.auth == [None, None, None]  # no key in the environment: no Authorization header
     assert (judge.stats.requests, judge.stats.ok, judge.stats.failed, judge.stats.retries) == (2, 2, 0, 0)
 
 
@@ -207,7 +250,7 @@ def test_http_garbage_and_errors(stub):
 
 def test_http_500_then_success_on_retry(stub):
     judge = _judge(stub)
-    assert judge_grades(judge, [(MC, "[flaky] Pancreas")]) == [0]
+    assert judge_answers(judge, [answer_prompt(MC, "[flaky] Pancreas")]) == [Verdict(2.0, "r")]
     s = judge.stats
     assert (s.ok, s.failed, s.http_errors, s.retries) == (1, 0, 1, 1)
 
@@ -250,14 +293,15 @@ def test_local_judge_grades_with_a_scripted_policy():
     template = "{% for m in messages %}<user>{{ m['content'] }}</user>{% endfor %}<bot>"
     tok = dataclasses.replace(byte_tokenizer(), chat_template=template)
     items = [(MC, "Pancreas"), (MC, "Liver"), (OPEN, "maybe AVED")]
-    replies = ['{"grade": 0}', 'Wrong.\n```json\n{"grade": 2}\n```', "not sure"]
-    prompts = [tok.encode(f"<user>{grade_prompt(r, a)}</user><bot>") for r, a in items]
+    replies = ['{"reason": "same", "score": 2}', 'Wrong.\n```json\n{"reason": "liver", "score": 0}\n```', "not sure"]
+    prompts = [tok.encode(f"<user>{answer_prompt(r, a)}</user><bot>") for r, a in items]
     rows = [p + tok.encode(reply) + [EOS] for p, reply in zip(prompts, replies)]
     rows.append(rows[0])  # batch_size 4: the one batch is padded with a repeat of the first prompt
     script = np.full((4, max(map(len, rows)) + 8), ord("x"), np.int32)
     for b, row in enumerate(rows):
         script[b, : len(row)] = row
-    judge = LocalJudge(ScriptedLM(script), tok, max_new_tokens=32, batch_size=4, chat=True)
+    judge = LocalJudge(ScriptedLM(script), tok, max_new_tokens=64, batch_size=4, chat=True)
     assert judge.complete([]) == []
-    assert judge_grades(judge, items) == [0, 2, None]
+    verdicts = judge_answers(judge, [answer_prompt(r, a) for r, a in items], attempts=1)
+    assert verdicts == [Verdict(2.0, "same"), Verdict(0.0, "liver"), None]
     assert (judge.stats.requests, judge.stats.ok, judge.stats.bad_replies) == (3, 3, 1)

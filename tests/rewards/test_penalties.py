@@ -1,19 +1,24 @@
-"""Penalties against hand-computed values (exp(-0.5) = 0.60653066, exp(-1) = 0.36787944,
-exp(-2) = 0.13533528)."""
+"""Penalties by the authors' formulas: against hand-computed values (exp(-0.5) = 0.60653066,
+exp(-1) = 0.36787944, exp(-2) = 0.13533528) and against our port of their code
+(tests/authors_reference.py: `RewardActorBaseWithApi.add_penalty`,
+`score_language_consistency`, the DAPO overlong term of `DiagnosisWithSearchRewardManager`)."""
 
 import math
 
 import pytest
 
+from medr3_jax.protocol import MED_R3
 from medr3_jax.rewards.penalties import (
     bad_search_penalty,
     format_penalty,
-    is_cjk,
+    has_chinese,
     language_penalties,
     language_penalty,
+    overlong_buffer,
     overlong_penalty,
     think_length_penalty,
 )
+from tests import authors_reference as ref
 
 
 def _is_zero(x):  # 0.0, not -0.0
@@ -35,35 +40,22 @@ def test_format_penalty_rejects_scores_outside_0_1():
 @pytest.mark.parametrize(
     "think, answer, penalty",
     [
-        ("w w w w", "B. Insulin", 0.0),  # |T|/|A| = 2: s = 1
-        ("w " * 50, "B", 0.0),  # ratio capped at 2
-        ("w", "B. Insulin", -(1 - 0.39346934 / 0.86466472) / 10),  # ratio 0.5: s = 0.45505
-        ("w w", "B. Insulin", -(1 - 0.63212056 / 0.86466472) / 10),  # ratio 1: s = 0.73106
-        ("w", "", -(1 - 0.63212056 / 0.86466472) / 10),  # |A| at least 1
+        ("abcd", "ab", 0.0),  # |T|/|A| = 2 characters: s = 1
+        ("w" * 500, "B", 0.0),  # ratio capped at 2
+        ("a", "ab", -(1 - 0.39346934 / 0.86466472) / 10),  # ratio 0.5: s = 0.45505
+        ("ab", "ab", -(1 - 0.63212056 / 0.86466472) / 10),  # ratio 1: s = 0.73106
         ("", "B", -0.1),  # no thinking: s = 0
-        ("  \n ", "", -0.1),
+        ("long thinking", "", -0.1),  # no answer: s = 0 (their rule)
     ],
 )
-def test_think_length_penalty(think, answer, penalty):
+def test_think_length_penalty_counts_characters(think, answer, penalty):
     assert think_length_penalty(think, answer) == pytest.approx(penalty, abs=1e-8)
 
 
-def test_think_length_penalty_values_by_hand():
-    assert think_length_penalty("w", "B. Insulin") == pytest.approx(-0.0544946, abs=1e-7)
-    assert think_length_penalty("w w", "B. Insulin") == pytest.approx(-0.0268941, abs=1e-7)
-    assert _is_zero(think_length_penalty("w w w w", "B. Insulin"))
-
-
-def test_is_cjk():
-    assert is_cjk("胰岛素降低血糖")
-    assert is_cjk("インスリン")  # Katakana
-    assert is_cjk("ひらがな")  # Hiragana
-    assert is_cjk("인슐린")  # Hangul
-    assert is_cjk("abcdefg 胰岛素")  # 3 of 10 non-whitespace characters: 30%
-    assert not is_cjk("abcdefgh 胰岛")  # 2 of 10
-    assert not is_cjk("Insulin lowers glucose.")
-    assert not is_cjk("  ")
-    assert not is_cjk("")
+def test_has_chinese_is_their_pattern():
+    assert has_chinese("胰岛素降低血糖") and has_chinese("insulin 胰")
+    assert not has_chinese("インスリン") and not has_chinese("인슐린")  # kana and hangul are not in their range
+    assert not has_chinese("Insulin lowers glucose.") and not has_chinese("")
 
 
 EN, ZH = "a" * 200, "中" * 200
@@ -75,15 +67,16 @@ EN, ZH = "a" * 200, "中" * 200
         ("What lowers glucose?", EN + EN, 0.0),
         ("What lowers glucose?", EN + ZH, -0.05),  # c = 1/2
         ("What lowers glucose?", ZH + EN + EN + EN, -0.025),  # c = 3/4
+        ("What lowers glucose?", "a" * 199 + "中" + EN, -0.05),  # one character marks its whole chunk
         ("什么降低血糖？", EN + EN, -0.1),  # c = 0
         ("什么降低血糖？", ZH + "中文", 0.0),  # the short last chunk counts too
-        ("What lowers glucose?", EN + " " * 50, 0.0),  # a whitespace-only chunk is not counted
-        ("What lowers glucose?", "", 0.0),  # empty text
-        ("什么降低血糖？", " \n ", 0.0),
+        ("What lowers glucose?", EN + " " * 50, 0.0),  # a whitespace chunk has no Chinese: it matches
+        ("What lowers glucose?", "", -0.1),  # an empty text scores c = 0
     ],
 )
 def test_language_penalty(question, text, penalty):
     assert language_penalty(question, text) == pytest.approx(penalty)
+    assert language_penalty(question, text) == pytest.approx(-(1 - ref.language_consistency(question, text)) / 10)
 
 
 def test_language_penalty_chunk_size():
@@ -98,6 +91,30 @@ def test_language_penalties_sums_think_and_answer():
     assert _is_zero(language_penalties("Q?", EN, "B"))
 
 
+RESPONSES = [
+    "Insulin is made by beta cells and lowers glucose.</think><answer>Insulin</answer>",
+    "short</think><answer>A long answer that is much longer than the thinking</answer>",
+    "a<search>q</search><document>retrieved text that must not count</document>b</think><answer>xyz</answer>",
+    "思考过程很长很长很长。</think><answer>胰岛素</answer>",
+    "no tags at all",
+    "x</think><answer></answer>",
+    "",
+]
+
+
+@pytest.mark.parametrize("response", RESPONSES)
+@pytest.mark.parametrize("question", ["Which hormone lowers glucose?", "哪种激素降低血糖？"])
+def test_penalties_sum_to_the_authors_add_penalty(response, question):
+    text = "<think>" + response
+    think, answer = MED_R3.think_and_answer(text)
+    ours = (
+        format_penalty(MED_R3.format_score(text, retrieval=True))
+        + think_length_penalty(think, answer)
+        + language_penalties(question, think, answer)
+    )
+    assert ours == pytest.approx(ref.add_penalty(0.0, response, question), abs=1e-9)
+
+
 @pytest.mark.parametrize(
     "length, penalty",
     [
@@ -106,16 +123,20 @@ def test_language_penalties_sums_think_and_answer():
         (11265, -1 / 3072),
         (12800, -0.5),
         (14336, -1.0),
-        (14337, -1.0),
+        (14337, -1.0),  # bounded below (their term would keep falling; their rollout never gets here)
         (100_000, -1.0),
     ],
 )
-def test_overlong_penalty_defaults(length, penalty):
-    assert overlong_penalty(length) == pytest.approx(penalty)
+def test_overlong_penalty_at_the_authors_sizes(length, penalty):
+    assert overlong_buffer(14336) == 3072
+    assert overlong_penalty(length, 14336, 3072) == pytest.approx(penalty)
+    if length <= 14336:
+        assert overlong_penalty(length, 14336, 3072) == pytest.approx(min(-(length - 11264) / 3072, 0.0))
 
 
-def test_overlong_penalty_small():
+def test_overlong_penalty_small_and_scaled_buffer():
     assert [overlong_penalty(n, max_length=10, buffer=4) for n in (6, 7, 8, 10, 11)] == [0.0, -0.25, -0.5, -1.0, -1.0]
+    assert overlong_buffer(2048) == 439 and overlong_buffer(192) == 41 and overlong_buffer(1) == 1
     with pytest.raises(ValueError):
         overlong_penalty(5, max_length=10, buffer=0)
     with pytest.raises(ValueError):

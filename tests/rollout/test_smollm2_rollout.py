@@ -9,7 +9,7 @@ from flax import nnx
 
 from medr3_jax.data.datasets import load_records
 from medr3_jax.data.prompts import PromptStyle, render_prompt
-from medr3_jax.models.tokenizers import STOP_STRINGS
+from medr3_jax.protocol import STOP_STRINGS
 from medr3_jax.retrieval.retriever import Retriever
 from medr3_jax.rollout import DOCUMENT, RolloutConfig, RolloutEngine
 from medr3_jax.sampling import GREEDY, Sampler
@@ -19,14 +19,17 @@ from medr3_jax.sampling import GREEDY, Sampler
 def test_kv_continued_logprobs_equal_a_full_forward(smollm2, sample_index_dir, sample_data_dir):
     model, tok = smollm2
     records = load_records("medqa", "test", sample_data_dir)[:2]
-    # Prefill the start of a search, so that this small model searches at least once; greedy
-    # keeps the test deterministic (log-probs are recorded at T = 1 all the same).
-    prefill = "I need to search.</think>\n<search"
+    # Prefill the start of a search inside the think block (med_r3, the default protocol), so
+    # that this small model searches at least once; the engine reads the prefill back as the
+    # rows' assistant prefix. Greedy keeps the test deterministic (log-probs are recorded at
+    # T = 1 all the same).
+    prefill = "I need to search.<search"
     prompts = [tok.encode(render_prompt(r, PromptStyle(mode="search"), tok) + prefill) for r in records]
     config = RolloutConfig(group_size=1, max_searches=2, top_k=1, max_response_tokens=480, decode_segment=64)
     engine = RolloutEngine(Sampler(model, tok, stop_strings=STOP_STRINGS), Retriever(sample_index_dir), config)
     rollout = engine.run(prompts, params=GREEDY)
     assert rollout.search_counts.max() >= 1, rollout.texts
+    assert all(prefix == "<think>" + prefill for prefix in rollout.prefixes)
     assert (rollout.provenance == DOCUMENT).any()
 
     # The weights go in as arguments (nnx.jit), not as constants baked into the executable.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medr3_jax.models.tokenizers import STOP_STRINGS
+from medr3_jax.protocol import STOP_STRINGS
 from medr3_jax.sampling.stops import StopTable
 
 

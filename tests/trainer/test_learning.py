@@ -7,8 +7,9 @@ import numpy as np
 from flax import nnx
 
 from medr3_jax.models.config import preset
-from medr3_jax.models.tokenizers import STOP_STRINGS, byte_tokenizer
+from medr3_jax.models.tokenizers import byte_tokenizer
 from medr3_jax.models.transformer import Decoder
+from medr3_jax.protocol import MED_R3
 from medr3_jax.rl import PolicyLossConfig, group_advantages
 from medr3_jax.rollout import RolloutConfig, RolloutEngine
 from medr3_jax.sampling import Sampler, SamplingParams
@@ -22,9 +23,12 @@ def _run(learning_rate: float) -> list[float]:
     tok = byte_tokenizer()
     model = Decoder(preset("tiny").replace(param_dtype="float32", compute_dtype="float32"), rngs=nnx.Rngs(0))
     policy = PolicyTrainer(model, OptimizerConfig(learning_rate=learning_rate), UpdateConfig(loss=PolicyLossConfig()))
-    sampler = Sampler(nnx.merge(policy.graphdef, policy.params), tok, stop_strings=STOP_STRINGS, eos_ids=())
-    engine = RolloutEngine(sampler, None, RolloutConfig(group_size=GROUP, retrieval=False, max_response_tokens=16,
-                                                        decode_segment=16, sequence_bucket=32))  # fmt: skip
+    config = RolloutConfig(group_size=GROUP, retrieval=False, max_response_tokens=16, decode_segment=16,
+                           sequence_bucket=32)  # fmt: skip
+    # as the trainer builds it: the protocol's stop strings for a rollout without retrieval (none)
+    sampler = Sampler(nnx.merge(policy.graphdef, policy.params), tok,
+                      stop_strings=MED_R3.stop_strings(retrieval=config.retrieval), eos_ids=())  # fmt: skip
+    engine = RolloutEngine(sampler, None, config, MED_R3)
     prompts = [tok.encode(f"Question {i}: <think>") for i in range(PROMPTS)]
     history = []
     for step in range(STEPS):

@@ -60,11 +60,14 @@ def test_interrupted_run_resumes_to_the_same_parameters(tmp_path, sample_data_di
     kl_resumed = [v for _, v in read_scalars(str(interrupted / "stage3" / "tb"))["loss/kl"]]
     assert abs(kl_straight[0]) < 1e-6 < kl_straight[2]  # the policy starts at its reference, then drifts
     assert kl_resumed == kl_straight
-    assert {"loss/total", "rollout/idle_share", "train/grad_norm", "reward/search_format"} <= set(scalars)
+    assert {"loss/total", "rollout/idle_share", "train/grad_norm", "reward/format", "reward/format_ok"} <= set(scalars)
     audit = sorted(glob.glob(str(straight / "stage3" / "rollouts" / "*.jsonl")))
     assert len(audit) == 3
     rows = [json.loads(line) for line in open(audit[0], encoding="utf-8")]
-    assert len(rows) == 4 and {"text", "components", "tokens", "retrieved"} <= set(rows[0])
+    assert len(rows) == 4 and {"text", "components", "tokens", "retrieved", "question", "format_ok",
+                               "answer_reason", "bad_search", "response_tokens"} <= set(rows[0])  # fmt: skip
+    assert all(row["prefix"] == "<think>" for row in rows)  # the med_r3 raw prompt ends with "Response: <think>"
+    assert "format" in rows[0]["components"]
 
 
 def _initial_q_proj():

@@ -1,22 +1,24 @@
-"""The Med-R3 search protocol at the text/token boundary: reading a search turn, and the token
-blocks the system inserts (retrieved passages, or the failure notice).
+"""Search turns at the text/token boundary: reading the query of a turn, the row flags, and
+the token blocks the system inserts (retrieved passages, or the failure notice).
 
-    query = parse_search_turn("...</think>\\n<search> insulin secretion </search>")  # "insulin secretion"
-    ids = DocumentBlocks(tokenizer).passages([[101, 102], [103]])  # "\\n<document>…</document>" × 2 + "\\n"
+    query = parse_search_turn("...<search> insulin secretion </search>")      # "insulin secretion"
+    blocks = DocumentBlocks.build(tokenizer.encode, open_text="<document>", close_text="</document>",
+                                  tail_text="")
+    ids = blocks.passages([[101, 102], [103]])       # <document>…</document><document>…</document>
 
-A turn is the text the policy sampled since the prompt or since the last insertion. A turn
-that stopped at `</search>` must hold exactly one `<search>` before it and a non-empty query;
-anything else is malformed (the row is terminated, flagged, and penalised by the rewards).
+A turn is the text the policy sampled since the prompt (with the prompt's assistant prefix)
+or since the last insertion. A turn that stopped at `</search>` must hold exactly one
+`<search>` and a non-empty query (the authors' rule in `vllm_rollout_retrieval_spmd.py`);
+anything else is malformed: the row is terminated, flagged, and its reward becomes the
+bad-search value.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Callable, Sequence
 
-from medr3_jax.models.tokenizers import DOCUMENT_CLOSE, DOCUMENT_OPEN, SEARCH_CLOSE, SEARCH_OPEN, Tokenizer
-
-SEARCH_FAILED_TEXT = "search failed, no document found"
+from medr3_jax.protocol.tags import SEARCH_CLOSE, SEARCH_OPEN
 
 # Flags a row can carry (a row may carry several).
 FLAG_BAD_SEARCH = "bad_search"  # `</search>` without exactly one `<search>` or with an empty query
@@ -25,6 +27,7 @@ FLAG_SEARCH_CAP = "search_cap"  # asked for a search beyond the row's budget of 
 FLAG_RESPONSE_CAP = "response_cap"  # the documents would not fit under the response-length cap
 FLAG_RETRIEVAL_FAILED = "retrieval_failed"  # a search got the failure notice (timeout/exception)
 FLAG_LENGTH = "length"  # sampled up to the response-length cap without finishing
+BAD_SEARCH_FLAGS = frozenset({FLAG_BAD_SEARCH, FLAG_WROTE_DOCUMENT})  # `search_bad_format` in the authors' code
 
 
 class MalformedSearch(ValueError):
@@ -51,8 +54,9 @@ def parse_search_turn(turn: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class DocumentBlocks:
-    """Token ids of the inserted blocks, built from pre-tokenised passages (never re-tokenised):
-    for each passage `\\n<document>` + passage tokens + `</document>`, then `\\n`."""
+    """Token ids of the inserted blocks, built from pre-tokenised passages (never
+    re-tokenised): for each passage `open` + passage tokens + `close`, then `tail`; a failed
+    search inserts one block holding SEARCH_FAILED_TEXT."""
 
     open_ids: tuple[int, ...]
     close_ids: tuple[int, ...]
@@ -60,14 +64,10 @@ class DocumentBlocks:
     failed_ids: tuple[int, ...]
 
     @classmethod
-    def for_tokenizer(cls, tokenizer: Tokenizer) -> DocumentBlocks:
-        enc = lambda s: tuple(tokenizer.encode(s))  # noqa: E731
-        return cls(
-            open_ids=enc("\n" + DOCUMENT_OPEN),
-            close_ids=enc(DOCUMENT_CLOSE),
-            tail_ids=enc("\n"),
-            failed_ids=enc("\n" + DOCUMENT_OPEN + SEARCH_FAILED_TEXT + DOCUMENT_CLOSE + "\n"),
-        )
+    def build(cls, encode: Callable[[str], Sequence[int]], *, open_text: str, close_text: str, tail_text: str,
+              failed_text: str) -> DocumentBlocks:  # fmt: skip
+        enc = lambda s: tuple(encode(s)) if s else ()  # noqa: E731
+        return cls(enc(open_text), enc(close_text), enc(tail_text), enc(failed_text))
 
     def passages(self, passage_tokens: Sequence[Sequence[int]]) -> list[int]:
         out: list[int] = []
