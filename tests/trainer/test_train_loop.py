@@ -208,3 +208,15 @@ def test_a_remote_workdir_is_refused_with_the_knob_and_the_workaround(capsys):
     finally:
         gin.clear_config()
     assert "--workdir='gs://bucket/run'" in capsys.readouterr().err
+
+
+def test_protocol_estimator_and_overlong_knobs_are_checked_at_construction():
+    from medr3_jax.rewards import OverlongConfig  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match=r"Experiment.protocol='r1': expected one of \['med_r3', 'search_r1'\]"):
+        Experiment(protocol="r1")
+    with pytest.raises(ValueError, match=r"Experiment.advantage_estimator='ppo': expected one of"):
+        Experiment(advantage_estimator="ppo")
+    with pytest.raises(ValueError, match="OverlongConfig.buffer=500 exceeds the response cap of 192 tokens"):
+        Experiment(overlong=OverlongConfig(buffer=500))
+    assert Experiment(protocol="search_r1", advantage_estimator="rloo").advantage_estimator == "rloo"
