@@ -123,3 +123,83 @@ def manager_reward(response: str, question: str, judge_score: float | None, grap
     score = -0.1 if bad_search else compute_score(response, question, judge_score, graph_score)
     exceed = length - (max_length - buffer)
     return score + min(-exceed / buffer, 0.0)
+
+
+# ---- the reasoning-graph score (`contrib/med_reasoning_logical.py`) -------------------------------
+def graph_logical_score(g1: list, g2: list) -> float:
+    """`graph_logical_score`: Jaccard of the multi-hop paths from root nodes, with per-path
+    visited flags on copies of the adjacency lists."""
+    import copy  # noqa: PLC0415
+
+    def graph_dict(g):
+        out: dict = {}
+        for item in g:
+            out.setdefault(item[0], []).append(list(item) + [False])
+        return out
+
+    def start_nodes(g):
+        return {item[0] for item in g} - {item[2] for item in g}  # their isolated-edge pruning never fires
+
+    def next_node(gd, start):
+        if start not in gd:
+            return None, gd, None
+        for idx, relation in enumerate(gd[start]):
+            if relation[-1] is False:
+                gd[start][idx][-1] = True
+                return relation[2], gd, gd[start][idx]
+        return None, gd, None
+
+    def paths(gd, g):
+        total = []
+        for entity in start_nodes(g):
+            hops = {1: [[p[0], p[1], p[2]] for p in gd[entity]]}
+            info = {}
+            for idx, item in enumerate(gd[entity]):
+                item_dict = copy.deepcopy(gd)
+                item_dict[entity][idx][-1] = True
+                info[item[2]] = {"prev": [item[0], item[1], item[2]], "g": item_dict}
+            length = 1
+            while info:
+                length += 1
+                nxt = {}
+                hops[length] = []
+                for node in info:
+                    entity2, item_dict, relation = next_node(info[node]["g"], node)
+                    if entity2 is not None:
+                        nxt[entity2] = {"prev": info[node]["prev"] + [relation[1], relation[2]], "g": item_dict}
+                        hops[length].append(nxt[entity2]["prev"])
+                info = copy.deepcopy(nxt)
+            for hop in hops.values():
+                total += hop
+        return {tuple(p) for p in total}
+
+    p1, p2 = paths(graph_dict(g1), g1), paths(graph_dict(g2), g2)
+    return len(p1 & p2) / len(p1 | p2) if p1 | p2 else 0.0
+
+
+def graph_statistic_score(g1: list, g2: list) -> float:
+    """`graph_statistic_score`: Jaccard of heads and tails."""
+    s1 = {i[0] for i in g1} | {i[2] for i in g1}
+    s2 = {i[0] for i in g2} | {i[2] for i in g2}
+    common = s1 & s2
+    return len(common) / len(s1 | s2) if common else 0.0
+
+
+def graph_semantic_score(e1, e2) -> float:
+    """`graph_semantic_score`: the cosine, unclipped."""
+    import numpy as np  # noqa: PLC0415
+
+    n = np.linalg.norm(e1) * np.linalg.norm(e2)
+    return float(np.dot(e1, e2) / n) if n > 0 else 0.0
+
+
+def normalize_reasoning_reward(g1, e1, g2, e2) -> float:
+    """`normalize_reasoning_reward`: the mean of the three, each 0 when it raises."""
+    scores = []
+    terms = ((graph_logical_score, (g1, g2)), (graph_semantic_score, (e1, e2)), (graph_statistic_score, (g1, g2)))
+    for fn, args in terms:
+        try:
+            scores.append(fn(*args))
+        except Exception:  # noqa: BLE001 -- theirs catches everything
+            scores.append(0.0)
+    return sum(scores) / 3.0

@@ -1,130 +1,130 @@
-"""Reasoning-graph reward (Med-R3 stage 3): how closely the knowledge graph behind a rollout's
-`<think>` text matches a reference reasoning graph.
+"""Reasoning-graph reward (Med-R3 stage 3), as the authors compute it (`graph_logical_score`,
+`graph_semantic_score`, `graph_statistic_score`, `normalize_reasoning_reward` and the graph part
+of `compute_score` in `contrib/med_reasoning_logical.py`, GitHub 8023looker/Med-R3).
 
-    score = graph_score(triples, [ref.triples for ref in refs], think_vec, ref_vecs)
-    # = max over references of mean(path Jaccard, entity Jaccard, clip(cosine, 0, 1))
+    score = graph_score(think_graph, think_vec, [ref.triples for ref in refs], ref_vecs)
+    # = max over references of mean(path Jaccard, cosine, entity Jaccard)
 
-    reward = GraphReward(judge, embed)                  # judge extracts triples, embed -> [N, E]
+    reward = GraphReward(judge, embed)                  # judge extracts the graph, embed -> [N, E]
     scores = reward(think_texts, references_per_item)   # list[float | None], or None if disabled
 
-Entities and relations are compared after `normalize` (lower case, single spaces, sentence
-punctuation and brackets stripped at the ends). Path pairs are the transitive closure of the
-directed graph: A->B->C yields (A,B), (B,C) and (A,C).
+A graph is a list of entries [head, relation, tail, if_retrieval] compared as written (exact
+strings: the extraction prompt shows the judge the reference graphs so that it reuses their
+wording). Paths are relation-aware multi-hop walks from the root nodes (`multihop_paths`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-import re
-from typing import Callable, Collection, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from medr3_jax.rewards.judge import Judge, JudgeStats, Triple, extract_triples
+from medr3_jax.rewards.judge import Judge, JudgeStats, extract_graphs, graph_prompt
 
 log = logging.getLogger(__name__)
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> [N, E] vectors (our BERT encoder in production)
-
-# Stripped at the ends of names: sentence punctuation, quotes, brackets (ASCII and CJK). Signs
-# such as + - % stay: "HER2+" and "HER2-" are different entities.
-_EDGE_CHARS = " \t\n\r.,;:!?\"'`()[]{}<>。，、；：！？“”‘’（）《》【】"
-_SPACES = re.compile(r"\s+")
+Graph = Sequence[Sequence[Any]]  # entries [head, relation, tail, if_retrieval]
 
 
-def normalize(name: str) -> str:
-    """Lower case, whitespace runs to one space, punctuation/brackets stripped at the ends."""
-    return _SPACES.sub(" ", name.lower()).strip(_EDGE_CHARS)
+def multihop_paths(graph: Graph) -> set[tuple[Any, ...]]:
+    """The authors' paths (`construct_multihop_paths`): from each root (a head that is never a
+    tail), every edge is a 1-hop path (head, relation, tail); each path then grows along the
+    first edge out of its end that it has not used, one hop per round; paths that reach the same
+    entity in the same round continue as the last of them. Returns every path of every length."""
+    edges: dict[Any, list[tuple[Any, Any]]] = {}
+    for entry in graph:
+        edges.setdefault(entry[0], []).append((entry[1], entry[2]))
+    roots = {entry[0] for entry in graph} - {entry[2] for entry in graph}
+    paths: set[tuple[Any, ...]] = set()
+    for root in roots:
+        frontier: dict[Any, tuple[tuple[Any, ...], frozenset[tuple[Any, int]]]] = {}
+        for k, (relation, tail) in enumerate(edges[root]):
+            paths.add((root, relation, tail))
+            frontier[tail] = ((root, relation, tail), frozenset({(root, k)}))
+        while frontier:
+            grown: dict[Any, tuple[tuple[Any, ...], frozenset[tuple[Any, int]]]] = {}
+            for node, (path, used) in frontier.items():
+                step = next(((k, r, t) for k, (r, t) in enumerate(edges.get(node, ())) if (node, k) not in used), None)
+                if step is not None:
+                    k, relation, tail = step
+                    grown[tail] = (path + (relation, tail), used | {(node, k)})
+                    paths.add(grown[tail][0])
+            frontier = grown
+    return paths
 
 
-def normalize_triples(triples: Iterable[Sequence[str]]) -> list[Triple]:
-    """Each (head, relation, tail) normalised; triples whose head or tail becomes empty dropped."""
-    out = []
-    for head, relation, tail in triples:
-        head, relation, tail = normalize(head), normalize(relation), normalize(tail)
-        if head and tail:
-            out.append((head, relation, tail))
-    return out
+def _jaccard(a: set, b: set) -> float:
+    union = a | b
+    return len(a & b) / len(union) if union else 0.0
 
 
-def entities(triples: Iterable[Sequence[str]]) -> set[str]:
-    """Heads and tails, normalised."""
-    return {name for head, _, tail in normalize_triples(triples) for name in (head, tail)}
+def path_jaccard(a: Graph, b: Graph) -> float:
+    """Jaccard of the two graphs' multi-hop paths (`graph_logical_score`); 0 when both have none."""
+    return _jaccard(multihop_paths(a), multihop_paths(b))
 
 
-def reachable_pairs(triples: Iterable[Sequence[str]]) -> set[tuple[str, str]]:
-    """Directed (u, v) with a path u -> ... -> v along the triples (transitive closure),
-    normalised; pairs (u, u) from loops are left out (they relate no two entities)."""
-    edges: dict[str, set[str]] = {}
-    for head, _, tail in normalize_triples(triples):
-        edges.setdefault(head, set()).add(tail)
-    pairs = set()
-    for source in edges:
-        seen, frontier = set(), [source]
-        while frontier:  # depth-first search from `source`
-            for nxt in edges.get(frontier.pop(), ()):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    frontier.append(nxt)
-        pairs.update((source, v) for v in seen if v != source)
-    return pairs
+def entity_jaccard(a: Graph, b: Graph) -> float:
+    """Jaccard of the heads and tails, as written (`graph_statistic_score`)."""
+    return _jaccard({e[0] for e in a} | {e[2] for e in a}, {e[0] for e in b} | {e[2] for e in b})
 
 
-def jaccard(a: Collection[object], b: Collection[object]) -> float:
-    """|a ∩ b| / |a ∪ b|; 0.0 when both are empty (no graph is no evidence of reasoning)."""
-    a, b = set(a), set(b)
-    union = len(a | b)
-    return len(a & b) / union if union else 0.0
-
-
-def entity_jaccard(a: Iterable[Sequence[str]], b: Iterable[Sequence[str]]) -> float:
-    return jaccard(entities(a), entities(b))
-
-
-def path_jaccard(a: Iterable[Sequence[str]], b: Iterable[Sequence[str]]) -> float:
-    return jaccard(reachable_pairs(a), reachable_pairs(b))
-
-
-def clipped_cosine(u: np.ndarray, v: np.ndarray) -> float:
-    """cos(u, v) clipped to [0, 1]; 0.0 when either vector is zero."""
+def cosine(u: np.ndarray, v: np.ndarray) -> float:
+    """cos(u, v), unclipped (`graph_semantic_score`); 0 when either vector is zero."""
     u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
     norms = float(np.linalg.norm(u) * np.linalg.norm(v))
-    return float(np.clip(u @ v / norms, 0.0, 1.0)) if norms > 0 else 0.0
+    return float(u @ v / norms) if norms > 0 else 0.0
 
 
-def graph_score(
-    triples: Sequence[Sequence[str]],
-    references: Sequence[Sequence[Sequence[str]]],
-    think_embedding: np.ndarray,
-    reference_embeddings: np.ndarray,
-) -> float:
-    """max over references r of (path_J(t, r) + entity_J(t, r) + clip(cos(e, e_r), 0, 1)) / 3.
+def _or_zero(term: Callable[[], float], name: str) -> float:
+    """A term the authors compute inside try/except: 0 when a malformed entry breaks it."""
+    try:
+        return term()
+    except (IndexError, KeyError, TypeError, ValueError) as err:
+        log.debug("reasoning-graph %s term failed (%s: %s); it counts 0", name, type(err).__name__, err)
+        return 0.0
 
-    think_embedding [E]; reference_embeddings [R, E], row r embedding reference r's text.
-    Raises ValueError without references (the caller disables the reward instead).
+
+def reference_score(graph: Graph, vector: np.ndarray, ref_graph: Graph, ref_vector: np.ndarray) -> float:
+    """(path Jaccard + cosine + entity Jaccard) / 3 against one reference (`normalize_reasoning_reward`,
+    alpha = beta = gamma = 1); a term that a malformed entry breaks counts 0, as theirs."""
+    logic = _or_zero(lambda: path_jaccard(graph, ref_graph), "path")
+    semantic = _or_zero(lambda: cosine(vector, ref_vector), "cosine")
+    stats = _or_zero(lambda: entity_jaccard(graph, ref_graph), "entity")
+    return (logic + semantic + stats) / 3.0
+
+
+def graph_score(graph: Graph, vector: np.ndarray, references: Sequence[Graph], reference_vectors: np.ndarray) -> float:
+    """max over references r of `reference_score(graph, vector, r, its vector)`.
+
+    vector [E] embeds the think text; reference_vectors [R, E], row r embedding reference r.
+    Raises ValueError without references (the caller leaves the term out instead).
     """
     if not references:
         raise ValueError("graph_score: no reference graphs to score against")
-    reference_embeddings = np.asarray(reference_embeddings)
-    if reference_embeddings.ndim != 2 or reference_embeddings.shape[0] != len(references):
+    reference_vectors = np.asarray(reference_vectors)
+    if reference_vectors.ndim != 2 or reference_vectors.shape[0] != len(references):
         raise ValueError(
-            f"graph_score: reference_embeddings has shape {reference_embeddings.shape}, "
+            f"graph_score: reference_vectors has shape {reference_vectors.shape}, "
             f"expected [{len(references)}, E] (one row per reference)"
         )
-    scores = [
-        (path_jaccard(triples, ref) + entity_jaccard(triples, ref) + clipped_cosine(think_embedding, vec)) / 3.0
-        for ref, vec in zip(references, reference_embeddings)
-    ]
-    return max(scores)
+    return max(reference_score(graph, vector, ref, vec) for ref, vec in zip(references, reference_vectors))
 
 
 @dataclasses.dataclass(frozen=True)
 class ReferenceGraph:
-    """One reference reasoning: its triples, and the text whose embedding the cosine term uses."""
+    """One reference reasoning: its graph (entries [head, relation, tail, if_retrieval]) and the
+    text whose embedding the cosine term uses."""
 
-    triples: tuple[Triple, ...]
+    triples: tuple[tuple[Any, ...], ...]
     text: str
+
+    def as_json(self) -> str:
+        """The graph as the JSON array the extraction prompt shows (the authors' `reasoning_KG`)."""
+        return json.dumps([list(entry) for entry in self.triples], ensure_ascii=False)
 
 
 class GraphReward:
@@ -134,8 +134,9 @@ class GraphReward:
     scores = reward(["insulin lowers glucose ..."], [[ReferenceGraph(triples, text)]])
 
     Returns None for the whole batch when disabled (no judge, or no item has a reference graph;
-    one warning per reason per instance). Within a batch an item scores None when it has no
-    reference or its triple extraction failed; the combiner counts those and scores them 0.
+    one warning per reason per instance). An item without references scores None. An item whose
+    extraction failed or could not be read is scored with an empty graph, so only its cosine
+    counts (the authors' `read_json` gives [] then); an empty think text is not sent.
     """
 
     def __init__(self, judge: Judge | None, embed: Embed, *, stats: JudgeStats | None = None):
@@ -160,23 +161,24 @@ class GraphReward:
         if not any(references):
             return self._disabled("no reference graphs")
         todo = [i for i, refs in enumerate(references) if refs]
-        triples = self._triples([think_texts[i] for i in todo])
+        graphs = self._graphs([think_texts[i] for i in todo], [references[i] for i in todo])
         vectors = self._embed([think_texts[i] for i in todo] + [r.text for i in todo for r in references[i]])
         scores: list[float | None] = [None] * len(think_texts)
-        for k, i in enumerate(todo):
+        for graph, i in zip(graphs, todo):
             refs = references[i]
             ref_vecs = np.stack([vectors[r.text] for r in refs])
-            if triples[k] is not None:
-                scores[i] = graph_score(triples[k], [r.triples for r in refs], vectors[think_texts[i]], ref_vecs)
+            scores[i] = graph_score(graph, vectors[think_texts[i]], [r.triples for r in refs], ref_vecs)
         return scores
 
-    def _triples(self, texts: list[str]) -> list[list[Triple] | None]:
-        """Judge-extracted triples; an empty think text has none (no request is spent on it)."""
+    def _graphs(self, texts: list[str], references: list[Sequence[ReferenceGraph]]) -> list[Graph]:
+        """Judge-extracted graphs; [] for an empty think text (no request), a failed request or
+        an unreadable reply."""
         asked = [i for i, text in enumerate(texts) if text.strip()]
-        got = extract_triples(self.judge, [texts[i] for i in asked], self.stats) if asked else []
-        out: list[list[Triple] | None] = [[] for _ in texts]
-        for i, triples in zip(asked, got):
-            out[i] = triples
+        prompts = [graph_prompt(texts[i], [r.as_json() for r in references[i]]) for i in asked]
+        got = extract_graphs(self.judge, prompts, self.stats) if asked else []
+        out: list[Graph] = [[] for _ in texts]
+        for i, graph in zip(asked, got):
+            out[i] = graph or []
         return out
 
     def _embed(self, texts: list[str]) -> dict[str, np.ndarray]:

@@ -1,11 +1,11 @@
 """Judge LLMs for the rewards: an OpenAI-compatible HTTP endpoint or a local checkpoint, and
-the two questions we ask them (grade an answer 0/1/2 in the authors' rubric; extract
-reasoning triples).
+the two questions we ask them, in the authors' words (grade an answer 0/1/2; extract the
+knowledge graph of a reasoning text).
 
     judge = HTTPJudge("http://127.0.0.1:8000/v1", "Qwen2.5-72B-Instruct", max_concurrency=16)
     # or: judge = LocalJudge(model, tokenizer)          (any checkpoint our loaders read)
     verdicts = judge_answers(judge, [answer_prompt(record, "Pancreas")])  # [Verdict(2.0, "...")] or [None]
-    triples = extract_triples(judge, ["Insulin lowers glucose ..."])
+    graphs = extract_graphs(judge, [graph_prompt("Insulin lowers glucose ...", reference_graphs)])
     metrics = judge.stats.as_metrics()                     # {"judge/requests": 2.0, ...}
 
 A judge never raises for a failed request: `complete` gives None for it, the counters in
@@ -34,6 +34,8 @@ from medr3_jax.rewards.judge_prompts import (
     ANSWER_USER_PROMPT,
     DIAGNOSIS_SYSTEM_PROMPT,
     DIAGNOSIS_USER_PROMPT,
+    EXTRACT_GRAPH_PROMPT,
+    GRAPH_USER_PROMPT,
 )
 
 if TYPE_CHECKING:
@@ -41,8 +43,6 @@ if TYPE_CHECKING:
     from medr3_jax.models.transformer import Decoder
 
 log = logging.getLogger(__name__)
-
-Triple = tuple[str, str, str]
 
 
 class Judge(Protocol):
@@ -400,48 +400,48 @@ def judge_answers(
     return verdicts
 
 
-# ---- reasoning triples ----------------------------------------------------------------------
-TRIPLE_PROMPT = """Extract the medical knowledge graph that the following reasoning uses.
-
-Reasoning:
-{text}
-
-List each step of the reasoning as a (head entity, relation, tail entity) triple, for example
-["metformin", "decreases", "hepatic gluconeogenesis"]. Use short entity names, and chain the
-triples the way the reasoning chains its steps.
-
-Reply with only a JSON object: {{"triples": [["head", "relation", "tail"], ...]}}."""
+# ---- reasoning graphs (the authors' extraction, `compute_score` in `contrib/med_reasoning_logical.py`)
+def graph_prompt(reasoning: str, reference_graphs: Sequence[str]) -> str:
+    """The authors' extraction prompt for one think text: their instructions, then the reasoning
+    and the reference graphs (JSON arrays, one per line), so that the judge reuses their wording."""
+    user = GRAPH_USER_PROMPT.format(reasoning_process=reasoning, reference_kgs="\n".join(reference_graphs))
+    return EXTRACT_GRAPH_PROMPT + "\n" + user
 
 
-def parse_triples(reply: str) -> tuple[list[Triple], int] | None:
-    """(triples, number of malformed entries dropped) from the reply's first JSON object;
-    None when it has no list under "triples". An entry must be three non-empty strings."""
-    obj = first_json_object(reply)
-    entries = obj.get("triples") if obj is not None else None
-    if not isinstance(entries, list):
+_ARRAY = re.compile(r"\[.*\]", re.DOTALL)
+
+
+def parse_graph(reply: str) -> list[list[Any]] | None:
+    """The reply's knowledge graph as the authors read it (`read_json(..., default=List)`): the
+    last ```json block, else the outermost [...]; its entries as lists ([head, relation, tail,
+    if_retrieval], kept as written). None when that is not a JSON array of arrays."""
+    if _FENCED in reply:
+        content = reply.split(_FENCED)[-1].split("```")[0].strip()
+    else:
+        found = _ARRAY.search(reply)
+        content = found.group() if found else ""
+    try:
+        value = json.loads(content)
+    except json.JSONDecodeError:
         return None
-    triples: list[Triple] = []
-    for entry in entries:
-        if isinstance(entry, list) and len(entry) == 3 and all(isinstance(x, str) and x.strip() for x in entry):
-            triples.append((entry[0].strip(), entry[1].strip(), entry[2].strip()))
-    return triples, len(entries) - len(triples)
+    if not isinstance(value, list) or not all(isinstance(entry, list) for entry in value):
+        return None
+    return value
 
 
-def extract_triples(judge: Judge, texts: Sequence[str], stats: JudgeStats | None = None) -> list[list[Triple] | None]:
-    """The judge's (head, relation, tail) triples for each reasoning text; None for a failed
-    request or an unreadable reply (`stats.bad_replies`); malformed entries are dropped
-    (`stats.bad_triples`). `stats` defaults to the judge's own."""
+def extract_graphs(
+    judge: Judge, prompts: Sequence[str], stats: JudgeStats | None = None
+) -> list[list[list[Any]] | None]:
+    """The judge's graph for each `graph_prompt`; None for a failed request or an unreadable
+    reply (counted in `stats.bad_replies`; `stats` defaults to the judge's own)."""
     stats = _stats_of(judge, stats)
-    replies = judge.complete([TRIPLE_PROMPT.format(text=text) for text in texts])
-    out: list[list[Triple] | None] = []
-    for reply in replies:
-        parsed = parse_triples(reply) if reply is not None else None
-        if reply is not None and parsed is None:
+    out: list[list[list[Any]] | None] = []
+    for reply in judge.complete(list(prompts)):
+        graph = parse_graph(reply) if reply is not None else None
+        if reply is not None and graph is None:
             stats.bad_replies += 1
-            log.debug("judge reply holds no triples list: %r", reply[:200])
-        if parsed is not None:
-            stats.bad_triples += parsed[1]
-        out.append(parsed[0] if parsed is not None else None)
+            log.debug("judge reply holds no graph: %r", reply[:200])
+        out.append(graph)
     return out
 
 

@@ -85,3 +85,37 @@ DIAGNOSIS_USER_PROMPT = """# Student's Answer:
 
 # Reference Diagnosis:
 {correct_answer}"""
+
+# The reasoning-graph extraction (`_EXTRACT_REASONING_KG_EN` + "\n" + `VERIFY_USER_PROMPT_KG_LIST_EN`
+# in `compute_score`): the reference graphs are shown so that the judge reuses their wording. The
+# text still names another tag set (<|begin_of_query|>, <|begin_of_documents|>); it is theirs as is.
+EXTRACT_GRAPH_PROMPT = """You are a medical expert.
+Given a reasoning process for solving a medical problem in the format of <think>...</think> and <answer>...</answer>. The content within <think>...</think> demonstrates the thought process and may use <|begin_of_query|> search query <|end_of_query|> to mark uncertain knowledge requiring searching. The search system provides relevant information in the format of <|begin_of_documents|> search results <|end_of_documents|>. 
+Your task is to extract the important concepts, relationships, and attributes from the given medical reasoning process and represent them in the format of a knowledge graph. 
+You should use existing knowledge graph entity and relationship descriptions (prioritizing standard descriptions, and only supplementing with new descriptions when necessary) to ensure consistency in the descriptions.
+
+### Return Format:
+```json
+[[
+    "entity1", "relationship", "entity2", "if_retrieval"]
+], ...]
+```
+
+Definitions:
+1. entity1, relationship, entity2: Clearly extract entities or relationships from the natural language (e.g., "patient", "has symptom", "fever").
+2. if_retrieval: A boolean value (True/False) indicating whether the entity or relationship is retrieved from the search results within <|begin_of_documents|>...<|end_of_documents|>.
+
+Processing rules:
+1. Overall: Extract only entities and relationships related to solving medical problems, ignoring irrelevant background information. The knowledge graph should be concise and clear, avoiding redundancy, and based on facts, avoiding subjective speculation.
+2. Entity extraction: Must be specific medical concepts (diseases, symptoms, drugs, examination items, etc.), excluding vague descriptions (such as "some conditions" or "related factors"). Synonymous expressions should be merged (e.g., "myocardial infarction" instead of "heart attack"). Prioritize the use of terminology from the existing knowledge graph. If the entity is not included in the existing knowledge graph, retain the original term and mark it as a new entity.
+3. Relationship definition: Use verb phrases (cause, inhibit, lead to, accompany, etc.) and must have a clear directionality (A->B or B->A should conform to medical logic). Negative relationships should be explicitly marked (e.g., "does not cause", "rule out").
+4. Retrieval marking determination: If an entity or relationship is directly from the <|begin_of_documents|> search results <|end_of_documents|>, mark "if_retrieval=True"; otherwise, "if_retrieval=False". The search keywords themselves should not be considered as entities or relationships.
+5. Special handling: Retain hypothetical relationships in the reasoning process (marked as [hypothesis]), convert time relationships to medical temporal expressions (acute/chronic/ongoing period, etc.), and quantify probabilistic conclusions as (high/medium/low) risk levels.
+6. Prioritize existing knowledge graph: The description of entities and relationships should first refer to the standardized definitions in the existing knowledge graph. Only when the existing descriptions are insufficient, new descriptions should be introduced (for example, if the existing knowledge graph does not define “post-COVID-19 conditions,” a new entity “COVID-19 sequelae” should be added based on the content of the text)."""
+GRAPH_USER_PROMPT = """## Reasoning Process:
+{reasoning_process}
+## Reference Knowledge Graphs:
+{reference_kgs}
+
+## Please extract the knowledge graph based on the reasoning process and output in the json format.
+"""

@@ -1,7 +1,11 @@
-"""rewards.graph: normalisation, transitive closure, Jaccards and the max over references, all
-against numbers worked by hand; GraphReward with a canned judge and hand-picked embeddings."""
+"""rewards.graph, the authors' reasoning-graph score: multi-hop paths, Jaccards and cosine by hand
+and against our port of their functions (tests/authors_reference.py: `graph_logical_score`,
+`graph_statistic_score`, `graph_semantic_score`, `normalize_reasoning_reward` of
+`contrib/med_reasoning_logical.py`); GraphReward with a canned judge and hand-picked embeddings."""
 
+import json
 import logging
+import random
 
 import numpy as np
 import pytest
@@ -9,92 +13,98 @@ import pytest
 from medr3_jax.rewards.graph import (
     GraphReward,
     ReferenceGraph,
-    clipped_cosine,
-    entities,
+    cosine,
     entity_jaccard,
     graph_score,
-    jaccard,
-    normalize,
-    normalize_triples,
+    multihop_paths,
     path_jaccard,
-    reachable_pairs,
+    reference_score,
 )
-from medr3_jax.rewards.judge import JudgeStats
+from medr3_jax.rewards.judge import JudgeStats, graph_prompt, parse_graph
+from tests import authors_reference as ref
 
-# Think graph T: insulin -> glucose -> polyuria.   Reference R: insulin -> glucose, insulin -> diabetes.
-T = [("Insulin", "lowers", "glucose"), ("Glucose", "causes", "polyuria")]
-R = [("insulin", "lowers", "glucose"), ("insulin", "treats", "diabetes")]
-
-
-@pytest.mark.parametrize(
-    "raw, expected",
-    [
-        ("  Type 2\n  Diabetes. ", "type 2 diabetes"),
-        ('"Insulin",', "insulin"),
-        ("(HER2+)", "her2+"),  # the sign is part of the name
-        ("HER2-", "her2-"),
-        ("“血糖”。", "血糖"),
-        (" ... ", ""),
-    ],
-)
-def test_normalize(raw, expected):
-    assert normalize(raw) == expected
+# Think graph T: insulin -lowers-> glucose -causes-> polyuria.
+# Reference R: insulin -lowers-> glucose, insulin -treats-> diabetes.
+T = [["insulin", "lowers", "glucose", False], ["glucose", "causes", "polyuria", False]]
+R = [["insulin", "lowers", "glucose", False], ["insulin", "treats", "diabetes", True]]
 
 
-def test_normalize_triples_drops_empty_ends():
-    assert normalize_triples([(" A. ", " Causes ", "B"), ("...", "x", "C"), ("D", "", "E")]) == [
-        ("a", "causes", "b"),
-        ("d", "", "e"),
-    ]
+def test_multihop_paths_by_hand():
+    assert multihop_paths(T) == {
+        ("insulin", "lowers", "glucose"),
+        ("insulin", "lowers", "glucose", "causes", "polyuria"),
+    }  # only from the root: (glucose, causes, polyuria) alone is not a path
+    assert multihop_paths(R) == {("insulin", "lowers", "glucose"), ("insulin", "treats", "diabetes")}
+    # A branch: a path follows the first unused edge out of its end, and stops at a cycle.
+    branch = [["a", "r", "b"], ["b", "s", "c"], ["b", "t", "d"], ["c", "u", "b"]]
+    assert multihop_paths(branch) == {
+        ("a", "r", "b"), ("a", "r", "b", "s", "c"), ("a", "r", "b", "s", "c", "u", "b"),
+        ("a", "r", "b", "s", "c", "u", "b", "t", "d"),
+    }  # fmt: skip
+    assert multihop_paths([["x", "r", "y"], ["y", "r", "x"]]) == set()  # a cycle has no root
+    assert multihop_paths([]) == set()
 
 
-def test_entities_are_heads_and_tails():
-    assert entities(T) == {"insulin", "glucose", "polyuria"}
-
-
-def test_transitive_closure():
-    chain = [("a", "r", "b"), ("b", "r", "c"), ("c", "r", "d")]
-    # a reaches b, c, d; b reaches c, d; c reaches d: 3 + 2 + 1 = 6 pairs.
-    assert reachable_pairs(chain) == {("a", "b"), ("a", "c"), ("a", "d"), ("b", "c"), ("b", "d"), ("c", "d")}
-    # A cycle relates a and b both ways; the loops (a, a) and (b, b) are left out.
-    assert reachable_pairs([("a", "r", "b"), ("B.", "r", "A")]) == {("a", "b"), ("b", "a")}
-    # Direction matters: x <- y gives only (y, x).
-    assert reachable_pairs([("y", "r", "x")]) == {("y", "x")}
-
-
-def test_jaccards_by_hand():
-    # entities: T {insulin, glucose, polyuria}, R {insulin, glucose, diabetes}: 2 shared of 4 -> 0.5
+def test_scores_by_hand():
+    # paths: T {ins-glu, ins-glu-pol}, R {ins-glu, ins-dia}: 1 shared of 3
+    assert path_jaccard(T, R) == pytest.approx(1 / 3)
+    # entities: {insulin, glucose, polyuria} vs {insulin, glucose, diabetes}: 2 of 4, exact strings
     assert entity_jaccard(T, R) == 0.5
-    # paths: T {(ins,glu), (glu,pol), (ins,pol)}, R {(ins,glu), (ins,dia)}: 1 shared of 4 -> 0.25
-    assert path_jaccard(T, R) == 0.25
-    assert path_jaccard(T, T) == entity_jaccard(T, T) == 1.0
-    assert jaccard(set(), set()) == 0.0  # no graph on either side: no evidence of reasoning
-    assert entity_jaccard([], R) == path_jaccard([], R) == 0.0
+    # "Insulin" != "insulin": {Insulin, glucose} vs {insulin, glucose, diabetes} share 1 of 4
+    assert entity_jaccard([["Insulin", "lowers", "glucose"]], R) == 0.25
+    assert cosine(np.array([1.0, 0.0]), np.array([-0.6, 0.8])) == pytest.approx(-0.6)  # unclipped
+    assert cosine(np.zeros(2), np.ones(2)) == 0.0
+    # (1/3 + 0.6 + 0.5) / 3
+    assert reference_score(T, np.array([1.0, 0.0]), R, np.array([0.6, 0.8])) == pytest.approx((1 / 3 + 0.6 + 0.5) / 3)
 
 
-def test_clipped_cosine():
-    assert clipped_cosine(np.array([1.0, 0.0]), np.array([0.6, 0.8])) == pytest.approx(0.6)
-    assert clipped_cosine(np.array([1.0, 0.0]), np.array([-1.0, 0.0])) == 0.0  # negative -> 0
-    assert clipped_cosine(np.array([0.0, 0.0]), np.array([1.0, 0.0])) == 0.0  # zero vector
+def _random_graph(rng: random.Random, n: int) -> list[list]:
+    names = ["insulin", "glucose", "polyuria", "diabetes", "pancreas", "beta cell", "ketones"]
+    return [[rng.choice(names), rng.choice(["lowers", "causes", "treats"]), rng.choice(names), rng.random() < 0.5]
+            for _ in range(n)]  # fmt: skip
 
 
-def test_graph_score_is_max_over_references_of_the_mean():
-    same = [("INSULIN.", "Lowers", " glucose"), ("glucose", "causes", "Polyuria")]  # T after normalisation
-    think = np.array([1.0, 0.0])
-    refs = np.array([[0.6, 0.8], [-1.0, 0.0]])
-    # vs R:    (path 0.25 + entity 0.5 + cos 0.6) / 3 = 0.45
-    assert graph_score(T, [R], think, refs[:1]) == pytest.approx(0.45)
-    # vs same: (1 + 1 + clip(-1) = 0) / 3 = 2/3; the max over both is 2/3
-    assert graph_score(T, [R, same], think, refs) == pytest.approx(2 / 3)
-    # no triples at all still earns the cosine share: (0 + 0 + 0.6) / 3 = 0.2
-    assert graph_score([], [R], think, refs[:1]) == pytest.approx(0.2)
+@pytest.mark.parametrize("seed", range(40))
+def test_scores_equal_the_authors_on_random_graphs(seed):
+    rng = random.Random(seed)
+    g1, g2 = _random_graph(rng, rng.randint(0, 8)), _random_graph(rng, rng.randint(1, 8))
+    e1, e2 = np.array([rng.uniform(-1, 1) for _ in range(4)]), np.array([rng.uniform(-1, 1) for _ in range(4)])
+    assert path_jaccard(g1, g2) == pytest.approx(ref.graph_logical_score(g1, g2))
+    assert entity_jaccard(g1, g2) == pytest.approx(ref.graph_statistic_score(g1, g2))
+    assert reference_score(g1, e1, g2, e2) == pytest.approx(ref.normalize_reasoning_reward(g1, e1, g2, e2))
 
 
-def test_graph_score_rejects_missing_references_and_bad_shapes():
+def test_a_malformed_entry_zeroes_the_terms_it_breaks_as_theirs():
+    broken = T + [["only two", "items"]]
+    e = np.array([1.0, 0.0])
+    assert reference_score(broken, e, R, e) == pytest.approx(ref.normalize_reasoning_reward(broken, e, R, e))
+    assert reference_score(broken, e, R, e) == pytest.approx(1 / 3)  # the cosine alone
+
+
+def test_graph_score_is_the_max_over_references():
+    think, refs = np.array([1.0, 0.0]), np.array([[0.6, 0.8], [-1.0, 0.0]])
+    assert graph_score(T, think, [R], refs[:1]) == pytest.approx((1 / 3 + 0.6 + 0.5) / 3)
+    assert graph_score(T, think, [R, T], refs) == pytest.approx(max((1 / 3 + 0.6 + 0.5) / 3, (1 - 1 + 1) / 3))
     with pytest.raises(ValueError, match="no reference graphs"):
-        graph_score(T, [], np.ones(2), np.zeros((0, 2)))
+        graph_score(T, think, [], np.zeros((0, 2)))
     with pytest.raises(ValueError, match="one row per reference"):
-        graph_score(T, [R, R], np.ones(2), np.ones((1, 2)))
+        graph_score(T, think, [R, R], np.ones((1, 2)))
+
+
+def test_parse_graph_reads_as_their_read_json():
+    fenced = 'Here:\n```json\n[["a", "r", "b", false]]\n``` and again ```json\n[["c", "s", "d", true]]\n```'
+    assert parse_graph(fenced) == [["c", "s", "d", True]]  # the last block
+    assert parse_graph('The graph is [["a", "r", "b", "False"]] done.') == [["a", "r", "b", "False"]]
+    assert parse_graph('{"triples": [["a", "r", "b"]]}') == [["a", "r", "b"]]  # the outermost [...], as theirs
+    assert parse_graph("no graph") is None and parse_graph("[1, 2]") is None  # entries must be arrays
+    assert parse_graph('[["a", "r", "b"], oops]') is None
+
+
+def test_graph_prompt_shows_the_reference_graphs():
+    prompt = graph_prompt("Insulin lowers glucose.", [json.dumps(R), json.dumps(T)])
+    assert prompt.startswith("You are a medical expert.\nGiven a reasoning process for solving a medical problem")
+    assert "## Reasoning Process:\nInsulin lowers glucose.\n## Reference Knowledge Graphs:\n" in prompt
+    assert f"{json.dumps(R)}\n{json.dumps(T)}\n\n## Please extract the knowledge graph" in prompt
 
 
 class _CannedJudge:
@@ -105,7 +115,7 @@ class _CannedJudge:
 
     def complete(self, prompts):
         self.prompts.extend(prompts)
-        return [self.replies[p.split("Reasoning:\n")[1].split("\n")[0]] for p in prompts]
+        return [self.replies[p.split("## Reasoning Process:\n")[1].split("\n")[0]] for p in prompts]
 
 
 VECTORS = {"think one": [1.0, 0.0], "think two": [0.0, 1.0], "": [0.0, 1.0], "ref text": [0.6, 0.8]}
@@ -117,30 +127,24 @@ def _embed(texts):
 
 
 def test_graph_reward_scores_each_item():
-    judge = _CannedJudge(
-        {
-            "think one": '```json\n{"triples": [["insulin", "lowers", "glucose"], ["glucose", "causes", "polyuria"]]}\n```',
-            "think two": "I cannot do that.",  # unreadable -> None for this item
-        }
-    )
-    ref = ReferenceGraph(triples=tuple(R), text="ref text")
+    judge = _CannedJudge({"think one": "```json\n" + json.dumps(T) + "\n```", "think two": "I cannot do that."})
+    reference = ReferenceGraph(triples=tuple(tuple(e) for e in R), text="ref text")
     reward = GraphReward(judge, _embed)
-    scores = reward(["think one", "think two", "no refs", ""], [[ref], [ref], [], [ref]])
-    # item 0: (0.25 + 0.5 + 0.6) / 3 = 0.45 (worked above); item 1: unreadable reply; item 2: no
-    # reference; item 3: empty think text, no triples and no request: (0 + 0 + cos 0.8) / 3.
-    assert scores[0] == pytest.approx(0.45)
-    assert scores[1] is None and scores[2] is None
-    assert scores[3] == pytest.approx(0.8 / 3)
-    assert len(judge.prompts) == 2  # neither the reference-less nor the empty item was sent
-    assert judge.stats.bad_replies == 1
+    scores = reward(["think one", "think two", "no refs", ""], [[reference], [reference], [], [reference]])
+    # item 0: (1/3 + 0.6 + 0.5) / 3; item 1: unreadable reply, an empty graph: (0 + cos 0.8 + 0) / 3;
+    # item 2: no reference; item 3: empty think text, no request: (0 + 0.8 + 0) / 3.
+    assert scores[0] == pytest.approx((1 / 3 + 0.6 + 0.5) / 3)
+    assert scores[1] == pytest.approx(0.8 / 3) and scores[2] is None and scores[3] == pytest.approx(0.8 / 3)
+    assert len(judge.prompts) == 2 and judge.stats.bad_replies == 1
+    assert reference.as_json() in judge.prompts[0]  # the judge sees the reference graph
 
 
 def test_graph_reward_disabled_warns_once(caplog):
-    ref = ReferenceGraph(triples=tuple(R), text="ref text")
+    reference = ReferenceGraph(triples=tuple(tuple(e) for e in R), text="ref text")
     with caplog.at_level(logging.WARNING, logger="medr3_jax.rewards.graph"):
         no_judge = GraphReward(None, _embed)
-        assert no_judge(["think one"], [[ref]]) is None
-        assert no_judge(["think two"], [[ref]]) is None
+        assert no_judge(["think one"], [[reference]]) is None
+        assert no_judge(["think two"], [[reference]]) is None
         no_refs = GraphReward(_CannedJudge({}), _embed)
         assert no_refs(["think one"], [[]]) is None
         assert no_refs(["think one", "think two"], [[], []]) is None

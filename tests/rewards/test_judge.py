@@ -22,10 +22,10 @@ from medr3_jax.rewards.judge import (
     LocalJudge,
     Verdict,
     answer_prompt,
-    extract_triples,
+    extract_graphs,
+    graph_prompt,
     first_json_object,
     judge_answers,
-    parse_triples,
     parse_verdict,
 )
 from tests.sampling.fakes import EOS, ScriptedLM, byte_tokenizer
@@ -97,14 +97,6 @@ def test_first_json_object_skips_arrays_and_fences():
     assert first_json_object("no braces") is None
 
 
-def test_parse_triples():
-    reply = 'Sure:\n```json\n{"triples": [["Insulin", " lowers ", "glucose"], ["a", "b"], ["x", 1, "y"], ["", "r", "t"]]}\n```'
-    assert parse_triples(reply) == ([("Insulin", "lowers", "glucose")], 3)
-    assert parse_triples('{"triples": []}') == ([], 0)
-    assert parse_triples('{"triples": "insulin lowers glucose"}') is None
-    assert parse_triples("insulin lowers glucose") is None
-
-
 class _ListJudge:
     """Replies from a list, one call after another (each call takes as many as it is asked)."""
 
@@ -131,10 +123,11 @@ def test_judge_answers_asks_unreadable_replies_again_up_to_three_times_and_count
     assert judge.stats.bad_replies == 4
     assert judge_answers(_ListJudge(["nope"]), ["p"], attempts=1) == [None]
 
-    judge = _ListJudge(['{"triples": [["a", "r", "b"], ["bad"]]}', None, "prose"])
+    judge = _ListJudge(['[["a", "r", "b", false], ["bad"]]', None, "prose"])
     stats = JudgeStats()
-    assert extract_triples(judge, ["t1", "t2", "t3"], stats) == [[("a", "r", "b")], None, None]
-    assert (stats.bad_replies, stats.bad_triples, judge.stats.bad_replies) == (1, 1, 0)
+    prompts = [graph_prompt(t, []) for t in ("t1", "t2", "t3")]
+    assert extract_graphs(judge, prompts, stats) == [[["a", "r", "b", False], ["bad"]], None, None]
+    assert (stats.bad_replies, judge.stats.bad_replies) == (1, 0)  # entries are kept as written
 
 
 def test_stats_as_metrics():
