@@ -65,3 +65,8 @@ def sample_dataset_dir(dataset: str) -> str:
 def sample_corpus_dir() -> str:
     """The bundled sample corpus: MedRAG chunk files under textbooks/ and pubmed/."""
     return _existing(os.path.join(SAMPLE_DATA, "corpus"), "medr3_jax (package data)")
+
+
+def sample_references() -> str:
+    """Reference reasoning records for the bundled sample training questions (data.references)."""
+    return _existing(os.path.join(SAMPLE_DATA, "references.jsonl"), "medr3_jax (package data)")

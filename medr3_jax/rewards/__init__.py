@@ -6,7 +6,7 @@ trajectories. The format grammars themselves live in `medr3_jax.protocol`."""
 from medr3_jax.rewards.answer import BOTTOM_REWARD, Grade, grade_reward, rule_grade
 from medr3_jax.rewards.combine import RewardRules, RewardWeights, combine
 from medr3_jax.rewards.evidence import evidence_recall
-from medr3_jax.rewards.graph import GraphReward, ReferenceGraph, graph_score
+from medr3_jax.rewards.graph import GraphReward, graph_score
 from medr3_jax.rewards.judge import (
     HTTPJudge,
     Judge,
@@ -16,8 +16,8 @@ from medr3_jax.rewards.judge import (
     answer_prompt,
     extract_graphs,
     graph_prompt,
-    parse_graph,
     judge_answers,
+    parse_graph,
     parse_verdict,
 )
 from medr3_jax.rewards.penalties import (
@@ -41,7 +41,6 @@ __all__ = [
     "LocalJudge",
     "Outcome",
     "OverlongConfig",
-    "ReferenceGraph",
     "RewardRules",
     "Scored",
     "Verdict",

@@ -2,7 +2,7 @@
 `graph_semantic_score`, `graph_statistic_score`, `normalize_reasoning_reward` and the graph part
 of `compute_score` in `contrib/med_reasoning_logical.py`, GitHub 8023looker/Med-R3).
 
-    score = graph_score(think_graph, think_vec, [ref.triples for ref in refs], ref_vecs)
+    score = graph_score(think_graph, think_vec, [ref.triples for ref in refs], ref_vecs)  # data.references
     # = max over references of mean(path Jaccard, cosine, entity Jaccard)
 
     reward = GraphReward(judge, embed)                  # judge extracts the graph, embed -> [N, E]
@@ -15,13 +15,12 @@ wording). Paths are relation-aware multi-hop walks from the root nodes (`multiho
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from medr3_jax.data.references import Reference
 from medr3_jax.rewards.judge import Judge, JudgeStats, extract_graphs, graph_prompt
 
 log = logging.getLogger(__name__)
@@ -114,29 +113,16 @@ def graph_score(graph: Graph, vector: np.ndarray, references: Sequence[Graph], r
     return max(reference_score(graph, vector, ref, vec) for ref, vec in zip(references, reference_vectors))
 
 
-@dataclasses.dataclass(frozen=True)
-class ReferenceGraph:
-    """One reference reasoning: its graph (entries [head, relation, tail, if_retrieval]) and the
-    text whose embedding the cosine term uses."""
-
-    triples: tuple[tuple[Any, ...], ...]
-    text: str
-
-    def as_json(self) -> str:
-        """The graph as the JSON array the extraction prompt shows (the authors' `reasoning_KG`)."""
-        return json.dumps([list(entry) for entry in self.triples], ensure_ascii=False)
-
-
 class GraphReward:
     """The reasoning-graph reward for a batch of think texts, each with its reference graphs.
 
     reward = GraphReward(judge, embed)
-    scores = reward(["insulin lowers glucose ..."], [[ReferenceGraph(triples, text)]])
+    scores = reward(["insulin lowers glucose ..."], [references])     # data.references.Reference
 
     Returns None for the whole batch when disabled (no judge, or no item has a reference graph;
     one warning per reason per instance). An item without references scores None. An item whose
     extraction failed or could not be read is scored with an empty graph, so only its cosine
-    counts (the authors' `read_json` gives [] then); an empty think text is not sent.
+    counts (the authors' `read_json` gives [] then).
     """
 
     def __init__(self, judge: Judge | None, embed: Embed, *, stats: JudgeStats | None = None):
@@ -152,7 +138,7 @@ class GraphReward:
         return None
 
     def __call__(
-        self, think_texts: Sequence[str], references: Sequence[Sequence[ReferenceGraph]]
+        self, think_texts: Sequence[str], references: Sequence[Sequence[Reference]]
     ) -> list[float | None] | None:
         if len(think_texts) != len(references):
             raise ValueError(f"GraphReward: {len(think_texts)} think texts but {len(references)} reference lists")
@@ -170,16 +156,11 @@ class GraphReward:
             scores[i] = graph_score(graph, vectors[think_texts[i]], [r.triples for r in refs], ref_vecs)
         return scores
 
-    def _graphs(self, texts: list[str], references: list[Sequence[ReferenceGraph]]) -> list[Graph]:
-        """Judge-extracted graphs; [] for an empty think text (no request), a failed request or
-        an unreadable reply."""
-        asked = [i for i, text in enumerate(texts) if text.strip()]
-        prompts = [graph_prompt(texts[i], [r.as_json() for r in references[i]]) for i in asked]
-        got = extract_graphs(self.judge, prompts, self.stats) if asked else []
-        out: list[Graph] = [[] for _ in texts]
-        for i, graph in zip(asked, got):
-            out[i] = graph or []
-        return out
+    def _graphs(self, texts: list[str], references: list[Sequence[Reference]]) -> list[Graph]:
+        """Judge-extracted graphs, one request per text (an empty think text too, as the authors
+        send it); [] for a failed request or an unreadable reply."""
+        prompts = [graph_prompt(text, [r.as_json() for r in refs]) for text, refs in zip(texts, references)]
+        return [graph or [] for graph in extract_graphs(self.judge, prompts, self.stats)]
 
     def _embed(self, texts: list[str]) -> dict[str, np.ndarray]:
         """text -> vector, each distinct text embedded once (references repeat across a group)."""

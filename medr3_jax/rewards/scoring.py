@@ -25,11 +25,12 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from medr3_jax.data.records import QARecord
+from medr3_jax.data.references import Reference
 from medr3_jax.protocol import MED_R3, Protocol
 from medr3_jax.rewards.answer import BOTTOM_REWARD, grade_reward, rule_grade
 from medr3_jax.rewards.combine import NAMES, RewardRules, RewardWeights, combine
 from medr3_jax.rewards.evidence import evidence_recall
-from medr3_jax.rewards.graph import GraphReward, ReferenceGraph
+from medr3_jax.rewards.graph import GraphReward
 from medr3_jax.rewards.judge import Judge, answer_prompt, judge_answers
 from medr3_jax.rewards.penalties import (
     bad_search_penalty,
@@ -109,7 +110,7 @@ class Batch:
     letters_shown: bool
     judge: Judge | None
     graph: GraphReward | None
-    references: Mapping[str, Sequence[ReferenceGraph]]
+    references: Mapping[tuple[str, str], Sequence[Reference]]
     max_response_tokens: int
     overlong: OverlongConfig
 
@@ -177,7 +178,7 @@ def _graph(b: Batch) -> list[float | None]:
     out: list[float | None] = [None] * len(b.outcomes)
     if b.graph is None or not rows:
         return out
-    refs = [list(b.references.get(b.records[i].id, ())) for i in rows]
+    refs = [list(b.references.get((b.records[i].dataset, b.records[i].id), ())) for i in rows]
     scores = b.graph([b.parts[i][0] for i in rows], refs)
     for i, value in zip(rows, scores or [None] * len(rows)):
         out[i] = value
@@ -216,12 +217,13 @@ def score_outcomes(
     letters_shown: bool = False,
     judge: Judge | None = None,
     graph: GraphReward | None = None,
-    references: Mapping[str, Sequence[ReferenceGraph]] | None = None,
+    references: Mapping[tuple[str, str], Sequence[Reference]] | None = None,
     overlong: OverlongConfig = OverlongConfig(),
 ) -> Scored:
-    """Components and totals per row (see the module docstring). `references` maps record id
-    -> reference graphs; `letters_shown`: the prompt showed lettered options (the rules then
-    read letters); `max_response_tokens`: the rollout's cap (the overlong term's maximum)."""
+    """Components and totals per row (see the module docstring). `references` maps (dataset,
+    record id) -> its references (`data.references.read_references`); `letters_shown`: the
+    prompt showed lettered options (the rules then read letters); `max_response_tokens`: the
+    rollout's cap (the overlong term's maximum)."""
     if len(outcomes) != len(records):
         raise ValueError(f"score: {len(outcomes)} outcomes but {len(records)} records")
     batch = Batch(outcomes=outcomes, records=records, protocol=protocol, retrieval=retrieval, rules=rules,

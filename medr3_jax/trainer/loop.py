@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import jax
 import numpy as np
@@ -29,12 +29,14 @@ from medr3_jax import protocol as P
 from medr3_jax.data.pipeline import QuestionStream
 from medr3_jax.data.prompts import PromptStyle, shown_question
 from medr3_jax.data.records import QARecord
+from medr3_jax.data.references import REFERENCES_FILE, Reference, ReferenceStats, read_references
 from medr3_jax.models.loading import backend_overrides, load_model
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.remote import is_remote, stage
 from medr3_jax.rewards import (
     GraphReward,
     Judge,
+    JudgeStats,
     Outcome,
     OverlongConfig,
     RewardRules,
@@ -89,6 +91,9 @@ class Experiment:
     update: UpdateConfig = UpdateConfig(micro_batch=2)
     checkpoint: CheckpointConfig = CheckpointConfig(every_steps=2, keep=2)
     judge: Judge | None = None
+    # Reference reasoning records for the graph term (data.references): "auto" = `references.jsonl`
+    # in data_dir (the bundled sample's own when data_dir is None), a file path, or None (off).
+    references: str | None = "auto"
     audit_every: int = 1
 
     def __post_init__(self) -> None:
@@ -160,6 +165,7 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
     if judge is not None and jax.process_count() > 1:  # every host scores the same rows: ask each prompt once
         judge = ProcessShardedJudge(judge)
     graph = GraphReward(judge, retriever.encode_queries if retriever else _no_embed) if exp.rewards.graph else None
+    references = _references(exp, records) if exp.rewards.graph else {}
     writer = MetricWriter(os.path.join(stage_dir, "tb"))
     if operative_config:
         writer.text(start, "config/operative", operative_config)
@@ -172,7 +178,7 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
         rollout = engine.run(batch.prompts, params=exp.sampling, seed=exp.seed * 100_003 + step)
         t1 = time.perf_counter()
         rows = [r for r in batch.records for _ in range(exp.rollout.group_size)]
-        scored = score_rollout(exp, protocol, rollout, rows, judge=judge, graph=graph)
+        scored = score_rollout(exp, protocol, rollout, rows, judge=judge, graph=graph, references=references)
         advantages = group_advantages(scored.totals, rollout.group_ids, len(batch.records),
                                       estimator=exp.advantage_estimator)  # fmt: skip
         t2 = time.perf_counter()
@@ -181,7 +187,7 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
         t3 = time.perf_counter()
         perf = {"perf/rollout_s": t1 - t0, "perf/reward_s": t2 - t1, "perf/update_s": t3 - t2,
                 "perf/step_seconds": t3 - t0, "perf/train_tokens": float(rollout.mask.sum())}  # fmt: skip
-        metrics = scored.metrics | train | _rollout_metrics(rollout) | perf
+        metrics = scored.metrics | train | _rollout_metrics(rollout) | perf | _judge_metrics(exp.judge)
         writer.scalars(step, metrics)
         if exp.audit_every and step % exp.audit_every == 0 and is_primary():
             write_audit(os.path.join(stage_dir, "rollouts", f"step_{step:06d}.jsonl"), step, rollout, rows, scored,
@@ -302,13 +308,40 @@ def _complete(index_dir: str) -> bool:
         return bool(json.load(fh).get("complete"))
 
 
+def _references(exp: Experiment, records: Sequence[QARecord]) -> dict[tuple[str, str], list[Reference]]:
+    """The stage's reference records, and one line at start saying whether the graph term is on
+    (it needs a judge and references; a missing term is counted in `reward/graph_missing`)."""
+    path = exp.references
+    if path == "auto":
+        path = assets.sample_references() if exp.data_dir is None else os.path.join(exp.data_dir, REFERENCES_FILE)
+        if not os.path.isfile(path):
+            path = None
+    stats = ReferenceStats()
+    refs = read_references(path, stats) if path else {}
+    covered = sum((r.dataset, r.id) in refs for r in records)
+    if exp.judge is None or not covered:
+        why = "no judge (Experiment.judge)" if exp.judge is None else f"no references for its questions ({path})"
+        log.warning("[%s] the reasoning-graph term (weight %g) is off: %s", exp.stage, exp.rewards.graph, why)
+    else:
+        log.info("[%s] reasoning-graph term on: references for %d of %d questions from %s (%d lines left out)",
+                 exp.stage, covered, len(records), path, sum(stats.bad_lines.values()))  # fmt: skip
+    return refs
+
+
+def _judge_metrics(judge: Judge | None) -> dict[str, float]:
+    """The judge's counters (requests, failures by cause, unreadable replies), when it keeps them."""
+    stats = getattr(judge, "stats", None)
+    return stats.as_metrics() if isinstance(stats, JudgeStats) else {}
+
+
 def _no_embed(texts: Sequence[str]) -> np.ndarray:
     raise RuntimeError("the reasoning-graph reward needs the retriever's encoder (retrieval is off)")
 
 
 # ---- per step ---------------------------------------------------------------------------
 def score_rollout(exp: Experiment, protocol: P.Protocol, rollout: Rollout, rows: Sequence[QARecord], *,
-                  judge: Judge | None = None, graph: GraphReward | None = None) -> Scored:  # fmt: skip
+                  judge: Judge | None = None, graph: GraphReward | None = None,
+                  references: Mapping[tuple[str, str], Sequence[Reference]] | None = None) -> Scored:  # fmt: skip
     """`rewards.score_outcomes` of a rollout under the stage's protocol, question form, rules and
     response cap; the assistant text of each row is its prefix (usually "<think>") + its text."""
     outcomes = [
@@ -324,7 +357,7 @@ def score_rollout(exp: Experiment, protocol: P.Protocol, rollout: Rollout, rows:
     return score_outcomes(outcomes, rows, exp.rewards, protocol=protocol, retrieval=exp.rollout.retrieval,
                           max_response_tokens=exp.rollout.max_response_tokens, rules=exp.reward_rules,
                           letters_shown=exp.prompt.question_form == "choices", judge=judge, graph=graph,
-                          overlong=exp.overlong)  # fmt: skip
+                          references=references, overlong=exp.overlong)  # fmt: skip
 
 
 def _train_batch(rollout: Rollout, advantages: np.ndarray) -> TrainBatch:

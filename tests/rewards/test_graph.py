@@ -12,7 +12,6 @@ import pytest
 
 from medr3_jax.rewards.graph import (
     GraphReward,
-    ReferenceGraph,
     cosine,
     entity_jaccard,
     graph_score,
@@ -20,6 +19,7 @@ from medr3_jax.rewards.graph import (
     path_jaccard,
     reference_score,
 )
+from medr3_jax.data.references import Reference
 from medr3_jax.rewards.judge import JudgeStats, graph_prompt, parse_graph
 from tests import authors_reference as ref
 
@@ -127,20 +127,20 @@ def _embed(texts):
 
 
 def test_graph_reward_scores_each_item():
-    judge = _CannedJudge({"think one": "```json\n" + json.dumps(T) + "\n```", "think two": "I cannot do that."})
-    reference = ReferenceGraph(triples=tuple(tuple(e) for e in R), text="ref text")
+    judge = _CannedJudge({"think one": "```json\n" + json.dumps(T) + "\n```", "think two": "I cannot do that.", "": "[]"})
+    reference = Reference("medqa", "q", "<think>ref text</think><answer>x</answer>", tuple(tuple(e) for e in R))
     reward = GraphReward(judge, _embed)
     scores = reward(["think one", "think two", "no refs", ""], [[reference], [reference], [], [reference]])
     # item 0: (1/3 + 0.6 + 0.5) / 3; item 1: unreadable reply, an empty graph: (0 + cos 0.8 + 0) / 3;
-    # item 2: no reference; item 3: empty think text, no request: (0 + 0.8 + 0) / 3.
+    # item 2: no reference (no request); item 3: an empty think text, asked as theirs: [] -> (0 + 0.8 + 0) / 3.
     assert scores[0] == pytest.approx((1 / 3 + 0.6 + 0.5) / 3)
     assert scores[1] == pytest.approx(0.8 / 3) and scores[2] is None and scores[3] == pytest.approx(0.8 / 3)
-    assert len(judge.prompts) == 2 and judge.stats.bad_replies == 1
+    assert len(judge.prompts) == 3 and judge.stats.bad_replies == 1
     assert reference.as_json() in judge.prompts[0]  # the judge sees the reference graph
 
 
 def test_graph_reward_disabled_warns_once(caplog):
-    reference = ReferenceGraph(triples=tuple(tuple(e) for e in R), text="ref text")
+    reference = Reference("medqa", "q", "<think>ref text</think><answer>x</answer>", tuple(tuple(e) for e in R))
     with caplog.at_level(logging.WARNING, logger="medr3_jax.rewards.graph"):
         no_judge = GraphReward(None, _embed)
         assert no_judge(["think one"], [[reference]]) is None
