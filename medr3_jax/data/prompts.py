@@ -59,10 +59,6 @@ class PromptStyle:
             raise ValueError(f"PromptStyle.question_form={self.question_form!r}: expected 'open' or 'choices'")
 
 
-def format_options(options: dict[str, str] | object) -> str:
-    return options_lines(dict(options))
-
-
 def shown_question(record: QARecord, form: QuestionForm) -> tuple[str, dict[str, str]]:
     """(question text, options shown). The open form drops the options and uses the record's
     option-free wording when the release has one (`open_question`), else its question as is;
@@ -97,7 +93,7 @@ def render_prompt(
 def _mc_eval_prompt(record: QARecord, style: PromptStyle, tokenizer: Tokenizer | None) -> str:
     if not record.is_multiple_choice:
         raise ValueError(f"record {record.id!r} has no options: the mc_eval prompt needs a multiple-choice record")
-    user = MC_EVAL_USER.format(question=record.question, options=format_options(record.options))
+    user = MC_EVAL_USER.format(question=record.question, options=options_lines(record.options))
     if style.show_context and record.context:
         user = f"Context:\n{record.context}\n\n{user}"
     if style.chat:

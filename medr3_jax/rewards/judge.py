@@ -331,6 +331,22 @@ def answer_prompt(record: QARecord, answer: str, question: str | None = None) ->
 
 _FENCED = "```json"
 _OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+_ARRAY = re.compile(r"\[.*\]", re.DOTALL)
+
+
+def read_json(reply: str, outer: re.Pattern[str]) -> Any:
+    """The authors' `read_json` (`my_reward/api.py`): the last ```json block of the reply, else
+    the outermost span `outer` matches ({...} or [...]), parsed; None when that does not parse
+    (theirs then tries json_repair, which is not ours)."""
+    if _FENCED in reply:
+        content = reply.split(_FENCED)[-1].split("```")[0].strip()
+    else:
+        found = outer.search(reply)
+        content = found.group() if found else ""
+    try:
+        return json.loads(content)
+    except json.JSONDecodeError:
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,17 +362,7 @@ def parse_verdict(reply: str) -> Verdict | None:
     """The `score` (a number, or a string holding one) and `reason` of the reply's JSON object,
     read as the authors' `read_json` reads it: the last ```json block, else the outermost
     {...}; else the first object that parses. None when there is no numeric score."""
-    content = None
-    if _FENCED in reply:
-        content = reply.split(_FENCED)[-1].split("```")[0].strip()
-    elif found := _OBJECT.search(reply):
-        content = found.group()
-    obj = None
-    if content is not None:
-        try:
-            obj = json.loads(content)
-        except json.JSONDecodeError:
-            obj = None
+    obj = read_json(reply, _OBJECT)
     if not isinstance(obj, dict):
         obj = first_json_object(reply)
     if obj is None or isinstance(obj.get("score"), bool):
@@ -408,22 +414,11 @@ def graph_prompt(reasoning: str, reference_graphs: Sequence[str]) -> str:
     return EXTRACT_GRAPH_PROMPT + "\n" + user
 
 
-_ARRAY = re.compile(r"\[.*\]", re.DOTALL)
-
-
 def parse_graph(reply: str) -> list[list[Any]] | None:
     """The reply's knowledge graph as the authors read it (`read_json(..., default=List)`): the
     last ```json block, else the outermost [...]; its entries as lists ([head, relation, tail,
     if_retrieval], kept as written). None when that is not a JSON array of arrays."""
-    if _FENCED in reply:
-        content = reply.split(_FENCED)[-1].split("```")[0].strip()
-    else:
-        found = _ARRAY.search(reply)
-        content = found.group() if found else ""
-    try:
-        value = json.loads(content)
-    except json.JSONDecodeError:
-        return None
+    value = read_json(reply, _ARRAY)
     if not isinstance(value, list) or not all(isinstance(entry, list) for entry in value):
         return None
     return value

@@ -49,7 +49,8 @@ class Retrieval(Protocol):
 class RolloutConfig:
     """group_size: G samples per prompt (GRPO's group). max_searches: searches per row.
     top_k: passages per search. max_response_tokens: cap on sampled + inserted tokens.
-    retrieval: off for stage 1 (a `</search>` then is a bad search). decode_segment: decode
+    retrieval: off for stage 1 (the sampler then needs no stop strings and rows run to their
+    end of text; a sampler that does stop on `</search>` gets the row flagged). decode_segment: decode
     steps between retrieval rounds. retrieval_timeout_s: a slower search gets the failure
     notice. sequence_bucket: output width rounds up to a multiple of this (few compiles)."""
 
