@@ -13,6 +13,8 @@ retriever.passage(ids[0][0]).contents;  retriever.passage_tokens(ids[0])   # pol
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 from typing import Literal, Sequence
@@ -123,6 +125,23 @@ class Retriever:
             buckets=QUERY_BUCKETS,
         )  # fmt: skip
         return np.asarray(self._embed(self._encoder, tokens, mask))
+
+    @functools.cached_property
+    def embedding_id(self) -> str:
+        """What makes `encode_queries` vectors comparable: a hash of the query encoder's weight
+        files, its style and the query width. Stored beside a reference's vector
+        (`data.references`), so that a vector is reused only under the same encoder."""
+        encoder_dir = self.manifest.get("query_encoder") or self.manifest["encoder"]
+        digest = hashlib.sha256()
+        names = sorted(n for n in os.listdir(encoder_dir) if n.endswith((".safetensors", ".bin", ".json")))
+        for name in names:
+            digest.update(name.encode())
+            with open(os.path.join(encoder_dir, name), "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        settings = self.manifest["settings"]
+        width = settings.get("query_max_len") or settings["max_len"]
+        return f"{digest.hexdigest()[:16]}/{self.manifest.get('style') or 'own'}/q{width}"
 
     def search(self, queries: Sequence[str], k: int) -> tuple[list[list[str]], np.ndarray]:
         """Top-k passage ids per query and their scores (RRF scores for fusion)."""

@@ -5,7 +5,7 @@ of `compute_score` in `contrib/med_reasoning_logical.py`, GitHub 8023looker/Med-
     score = graph_score(think_graph, think_vec, [ref.triples for ref in refs], ref_vecs)  # data.references
     # = max over references of mean(path Jaccard, cosine, entity Jaccard)
 
-    reward = GraphReward(judge, embed)                  # judge extracts the graph, embed -> [N, E]
+    reward = GraphReward(judge, embed, embed_id=retriever.embedding_id)  # judge extracts, embed -> [N, E]
     scores = reward(think_texts, references_per_item)   # list[float | None], or None if disabled
 
 A graph is a list of entries [head, relation, tail, if_retrieval] compared as written (exact
@@ -116,18 +116,23 @@ def graph_score(graph: Graph, vector: np.ndarray, references: Sequence[Graph], r
 class GraphReward:
     """The reasoning-graph reward for a batch of think texts, each with its reference graphs.
 
-    reward = GraphReward(judge, embed)
+    reward = GraphReward(judge, embed, embed_id=retriever.embedding_id)
     scores = reward(["insulin lowers glucose ..."], [references])     # data.references.Reference
 
     Returns None for the whole batch when disabled (no judge, or no item has a reference graph;
     one warning per reason per instance). An item without references scores None. An item whose
     extraction failed or could not be read is scored with an empty graph, so only its cosine
-    counts (the authors' `read_json` gives [] then).
+    counts (the authors' `read_json` gives [] then). A reference's stored vector is used when its
+    `encoder` equals `embed_id` (the authors store `reasoning_vector` likewise); otherwise its
+    think text is embedded with `embed`.
     """
 
-    def __init__(self, judge: Judge | None, embed: Embed, *, stats: JudgeStats | None = None):
+    def __init__(
+        self, judge: Judge | None, embed: Embed, *, embed_id: str | None = None, stats: JudgeStats | None = None
+    ):
         self.judge = judge
         self.embed = embed
+        self.embed_id = embed_id
         self.stats = stats
         self._warned: set[str] = set()
 
@@ -148,11 +153,14 @@ class GraphReward:
             return self._disabled("no reference graphs")
         todo = [i for i, refs in enumerate(references) if refs]
         graphs = self._graphs([think_texts[i] for i in todo], [references[i] for i in todo])
-        vectors = self._embed([think_texts[i] for i in todo] + [r.text for i in todo for r in references[i]])
+        stored = lambda r: self.embed_id is not None and r.vector is not None and r.encoder == self.embed_id  # noqa: E731
+        vectors = self._embed(
+            [think_texts[i] for i in todo] + [r.text for i in todo for r in references[i] if not stored(r)]
+        )
         scores: list[float | None] = [None] * len(think_texts)
         for graph, i in zip(graphs, todo):
             refs = references[i]
-            ref_vecs = np.stack([vectors[r.text] for r in refs])
+            ref_vecs = np.stack([np.asarray(r.vector) if stored(r) else vectors[r.text] for r in refs])
             scores[i] = graph_score(graph, vectors[think_texts[i]], [r.triples for r in refs], ref_vecs)
         return scores
 

@@ -23,10 +23,11 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
 from medr3_jax.data.records import QARecord
 from medr3_jax.rewards.judge_prompts import (
@@ -79,10 +80,21 @@ class JudgeStats:
 
 # ---- HTTP (OpenAI-compatible) ---------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
+class Completion:
+    """One reply: its text (without the stop string that ended it), the server's
+    `finish_reason` ("stop": end of turn or a stop string; "length": max_tokens reached) and
+    its `usage.completion_tokens` (estimated as characters / 4 when the server does not say)."""
+
+    text: str
+    finish_reason: str
+    tokens: int
+
+
+@dataclasses.dataclass(frozen=True)
 class _Outcome:
     """One prompt's fate: the reply (or None) and the cause of each failed attempt."""
 
-    text: str | None
+    reply: Completion | None
     errors: tuple[str, ...]  # "timeouts" | "connection_errors" | "http_errors" | "bad_replies"
     last_error: str = ""
 
@@ -94,17 +106,20 @@ class _AttemptError(Exception):
 
 
 class HTTPJudge:
-    """POSTs each prompt to `{base_url}/chat/completions` (any OpenAI-compatible server: vLLM,
-    SGLang, llama.cpp, OpenAI), at most `max_concurrency` requests in flight.
+    """POSTs each prompt to an OpenAI-compatible server (vLLM, SGLang, llama.cpp, OpenAI), at most
+    `max_concurrency` requests in flight: `{base_url}/chat/completions` as one user turn
+    (api="chat"), or `{base_url}/completions` as raw text to continue (api="completions").
 
     judge = HTTPJudge("http://127.0.0.1:8000/v1", "judge-model", timeout_s=30, retries=2)
     replies = judge.complete(["Say hi"])      # ["hi"], or [None] after retries
+    judge.generate("...<think>", stop=("</search>",))   # Completion(text, finish_reason) or None
 
     The API key is read from `$api_key_env` (no Authorization header when unset) and appears in
     no log line, error message or repr. Sampling defaults are the authors' judge settings
     (temperature 0.9, top_p 0.6, 4096 tokens; `contrib/base_with_api.py`). Timeouts,
-    connection errors, HTTP status >= 400 and bodies without `choices[0].message.content` are
-    retried `retries` times, waiting backoff_s, 2 * backoff_s, 4 * backoff_s, ... before each retry.
+    connection errors, HTTP status >= 400 and bodies without the reply text are retried
+    `retries` times, waiting backoff_s, 2 * backoff_s, 4 * backoff_s, ... before each retry.
+    Safe to call from several threads (the counters are updated under a lock).
     """
 
     def __init__(
@@ -112,6 +127,7 @@ class HTTPJudge:
         base_url: str,
         model: str,
         *,
+        api: Literal["chat", "completions"] = "chat",
         api_key_env: str = "OPENAI_API_KEY",
         max_concurrency: int = 8,
         timeout_s: float = 30.0,
@@ -124,12 +140,15 @@ class HTTPJudge:
     ):
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"HTTPJudge: base_url {base_url!r} must start with http:// or https://")
+        if api not in ("chat", "completions"):
+            raise ValueError(f"HTTPJudge: api={api!r}; expected 'chat' or 'completions'")
         if max_concurrency < 1 or retries < 0 or timeout_s <= 0 or backoff_s < 0:
             raise ValueError(
                 f"HTTPJudge: need max_concurrency >= 1, retries >= 0, timeout_s > 0, backoff_s >= 0; got "
                 f"{max_concurrency}, {retries}, {timeout_s}, {backoff_s}"
             )
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.api = api
+        self.url = base_url.rstrip("/") + ("/chat/completions" if api == "chat" else "/completions")
         self.model = model
         self.api_key_env = api_key_env
         self.max_concurrency = max_concurrency
@@ -140,9 +159,10 @@ class HTTPJudge:
         self.top_p = top_p
         self.max_tokens = max_tokens
         self.stats = stats if stats is not None else JudgeStats()
+        self._lock = threading.Lock()
         self.__key = os.environ.get(api_key_env) or None  # private: never logged, shown or raised
         log.info(
-            "HTTP judge %s at %s (key from $%s: %s)", model, self.url, api_key_env, "set" if self.__key else "unset"
+            "HTTP endpoint %s at %s (key from $%s: %s)", model, self.url, api_key_env, "set" if self.__key else "unset"
         )
 
     def __repr__(self) -> str:
@@ -155,23 +175,31 @@ class HTTPJudge:
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="judge") as pool:
             outcomes = list(pool.map(self._ask, prompts))
         self._count(outcomes)
-        return [o.text for o in outcomes]
+        return [o.reply.text if o.reply else None for o in outcomes]
+
+    def generate(self, prompt: str, *, stop: Sequence[str] = (), max_tokens: int | None = None) -> Completion | None:
+        """One prompt, decoding until a `stop` string (left out of the text), the end of the turn
+        or `max_tokens` (default: the instance's); None when the request failed after retries."""
+        outcome = self._ask(prompt, tuple(stop), max_tokens)
+        self._count([outcome])
+        return outcome.reply
 
     def _count(self, outcomes: Sequence[_Outcome]) -> None:
-        """Folds the outcomes into the stats (on the calling thread) and warns once if any failed."""
-        s = self.stats
-        s.requests += len(outcomes)
-        for o in outcomes:
-            s.ok += o.text is not None
-            s.failed += o.text is None
-            s.retries += len(o.errors) - (o.text is None)  # a failed prompt's last error is no retry
-            for kind in o.errors:
-                setattr(s, kind, getattr(s, kind) + 1)
-        failed = [o for o in outcomes if o.text is None]
+        """Folds the outcomes into the stats and warns once if any failed."""
+        with self._lock:
+            s = self.stats
+            s.requests += len(outcomes)
+            for o in outcomes:
+                s.ok += o.reply is not None
+                s.failed += o.reply is None
+                s.retries += len(o.errors) - (o.reply is None)  # a failed prompt's last error is no retry
+                for kind in o.errors:
+                    setattr(s, kind, getattr(s, kind) + 1)
+        failed = [o for o in outcomes if o.reply is None]
         if failed:
             kinds = {k: sum(k in o.errors for o in failed) for k in _ERROR_KINDS}
             log.warning(
-                "judge %s: %d of %d requests failed after %d retries each (%s); last error: %s",
+                "endpoint %s: %d of %d requests failed after %d retries each (%s); last error: %s",
                 self.model,
                 len(failed),
                 len(outcomes),
@@ -180,7 +208,7 @@ class HTTPJudge:
                 failed[-1].last_error,
             )
 
-    def _ask(self, prompt: str) -> _Outcome:
+    def _ask(self, prompt: str, stop: tuple[str, ...] = (), max_tokens: int | None = None) -> _Outcome:
         """One prompt with retries (runs on a worker thread; touches no shared state)."""
         errors: list[str] = []
         message = ""
@@ -188,21 +216,26 @@ class HTTPJudge:
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
-                return _Outcome(self._post(prompt), tuple(errors))
+                return _Outcome(self._post(prompt, stop, max_tokens), tuple(errors))
             except _AttemptError as err:
                 errors.append(err.kind)
                 message = str(err).replace(self.__key, "***") if self.__key else str(err)  # a body may echo it
-                log.debug("judge attempt %d failed: %s", attempt, message)
+                log.debug("endpoint attempt %d failed: %s", attempt, message)
         return _Outcome(None, tuple(errors), message)
 
-    def _post(self, prompt: str) -> str:
-        body = {
+    def _post(self, prompt: str, stop: tuple[str, ...], max_tokens: int | None) -> Completion:
+        body: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
             "temperature": self.temperature,
             "top_p": self.top_p,
-            "max_tokens": self.max_tokens,
+            "max_tokens": max_tokens or self.max_tokens,
         }
+        if self.api == "chat":
+            body["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            body["prompt"] = prompt
+        if stop:
+            body["stop"] = list(stop)
         headers = {"Content-Type": "application/json"}
         if self.__key:
             headers["Authorization"] = f"Bearer {self.__key}"
@@ -217,21 +250,29 @@ class HTTPJudge:
             reason = err.reason if isinstance(err, urllib.error.URLError) else err
             kind = "timeouts" if isinstance(reason, TimeoutError) else "connection_errors"
             raise _AttemptError(kind, f"{type(reason).__name__}: {reason}") from None
-        return _reply_text(raw)
+        return _reply(raw, self.api)
 
 
 _ERROR_KINDS = ("timeouts", "connection_errors", "http_errors", "bad_replies")
 
 
-def _reply_text(raw: bytes) -> str:
-    """choices[0].message.content of a chat-completions body, else a bad-reply attempt error."""
+def _reply(raw: bytes, api: str) -> Completion:
+    """choices[0].message.content (chat) or choices[0].text (completions) of a reply body, with
+    its finish_reason; else a bad-reply attempt error."""
+    field = "choices[0].message.content" if api == "chat" else "choices[0].text"
     try:
-        content = json.loads(raw.decode("utf-8"))["choices"][0]["message"]["content"]
+        body = json.loads(raw.decode("utf-8"))
+        choice = body["choices"][0]
+        content = choice["message"]["content"] if api == "chat" else choice["text"]
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError) as err:
         raise _AttemptError("bad_replies", f"unreadable body ({type(err).__name__}): {raw[:80]!r}") from None
     if not isinstance(content, str):
-        raise _AttemptError("bad_replies", f"choices[0].message.content is {type(content).__name__}, not text")
-    return content
+        raise _AttemptError("bad_replies", f"{field} is {type(content).__name__}, not text")
+    usage = body.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    if not isinstance(tokens, int) or isinstance(tokens, bool):
+        tokens = max(len(content) // 4, 1)
+    return Completion(content, str(choice.get("finish_reason") or "stop"), tokens)
 
 
 # ---- local checkpoint -----------------------------------------------------------------------

@@ -29,7 +29,7 @@ from medr3_jax import protocol as P
 from medr3_jax.data.pipeline import QuestionStream
 from medr3_jax.data.prompts import PromptStyle, shown_question
 from medr3_jax.data.records import QARecord
-from medr3_jax.data.references import REFERENCES_FILE, Reference, ReferenceStats, read_references
+from medr3_jax.data.references import REFERENCES_DIR, Reference, ReferenceStats, read_references
 from medr3_jax.models.loading import backend_overrides, load_model
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.remote import is_remote, stage
@@ -91,8 +91,9 @@ class Experiment:
     update: UpdateConfig = UpdateConfig(micro_batch=2)
     checkpoint: CheckpointConfig = CheckpointConfig(every_steps=2, keep=2)
     judge: Judge | None = None
-    # Reference reasoning records for the graph term (data.references): "auto" = `references.jsonl`
-    # in data_dir (the bundled sample's own when data_dir is None), a file path, or None (off).
+    # Reference reasoning records for the graph term (data.references): "auto" = the `references/`
+    # folder in data_dir that `python -m medr3_jax.data.references` writes (the bundled sample's own
+    # when data_dir is None), a .jsonl file or folder of them, or None (off).
     references: str | None = "auto"
     audit_every: int = 1
 
@@ -164,7 +165,10 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
     judge = exp.judge
     if judge is not None and jax.process_count() > 1:  # every host scores the same rows: ask each prompt once
         judge = ProcessShardedJudge(judge)
-    graph = GraphReward(judge, retriever.encode_queries if retriever else _no_embed) if exp.rewards.graph else None
+    graph = None
+    if exp.rewards.graph:
+        embed, embed_id = (retriever.encode_queries, retriever.embedding_id) if retriever else (_no_embed, None)
+        graph = GraphReward(judge, embed, embed_id=embed_id)
     references = _references(exp, records) if exp.rewards.graph else {}
     writer = MetricWriter(os.path.join(stage_dir, "tb"))
     if operative_config:
@@ -313,8 +317,8 @@ def _references(exp: Experiment, records: Sequence[QARecord]) -> dict[tuple[str,
     (it needs a judge and references; a missing term is counted in `reward/graph_missing`)."""
     path = exp.references
     if path == "auto":
-        path = assets.sample_references() if exp.data_dir is None else os.path.join(exp.data_dir, REFERENCES_FILE)
-        if not os.path.isfile(path):
+        path = assets.sample_references() if exp.data_dir is None else os.path.join(exp.data_dir, REFERENCES_DIR)
+        if not os.path.exists(path):
             path = None
     stats = ReferenceStats()
     refs = read_references(path, stats) if path else {}

@@ -4,6 +4,7 @@ under the authors' grammar, answering the gold), and bad lines counted and named
 import json
 import logging
 
+import numpy as np
 import pytest
 
 from medr3_jax import assets
@@ -26,6 +27,16 @@ def test_bundled_references_cover_every_sample_training_question(sample_data_dir
         assert all(len(t) == 4 and isinstance(t[3], bool) for t in ref.triples)
         assert any(t[3] for t in ref.triples)  # some knowledge came from the retrieved passage
         assert json.loads(ref.as_json()) == [list(t) for t in ref.triples]
+
+
+def test_bundled_vectors_are_the_bundled_encoders_embedding_of_the_think_text(sample_index_dir):
+    from medr3_jax.retrieval.retriever import Retriever  # noqa: PLC0415
+
+    retriever = Retriever(sample_index_dir)  # the bundled corpus under MiniLM, as training's sample index
+    refs = [ref for chains in read_references(assets.sample_references()).values() for ref in chains]
+    assert {ref.encoder for ref in refs} == {retriever.embedding_id}
+    fresh = retriever.encode_queries([ref.text for ref in refs])
+    np.testing.assert_allclose(np.array([ref.vector for ref in refs]), fresh, atol=2e-6)
 
 
 def test_bad_lines_are_counted_named_and_left_out(tmp_path, caplog):

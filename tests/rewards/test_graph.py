@@ -158,3 +158,18 @@ def test_graph_reward_disabled_warns_once(caplog):
 def test_graph_reward_checks_lengths():
     with pytest.raises(ValueError, match="2 think texts but 1 reference lists"):
         GraphReward(_CannedJudge({}), _embed)(["a", "b"], [[]])
+
+
+def test_graph_reward_uses_a_stored_vector_only_from_its_own_encoder():
+    judge = _CannedJudge({"think one": "```json\n" + json.dumps(T) + "\n```"})
+    chain = "<think>ref text</think><answer>x</answer>"
+    same = Reference("medqa", "q", chain, tuple(tuple(e) for e in R), vector=(0.0, 1.0), encoder="enc-a")
+    other = Reference("medqa", "q", chain, tuple(tuple(e) for e in R), vector=(0.0, 1.0), encoder="enc-b")
+    embedded = []
+    embed = lambda texts: (embedded.extend(texts), _embed(texts))[1]  # noqa: E731
+    (stored,) = GraphReward(judge, embed, embed_id="enc-a")(["think one"], [[same]])
+    assert embedded == ["think one"]  # the reference's text is not embedded: its vector is used
+    assert stored == pytest.approx((1 / 3 + 0.0 + 0.5) / 3)  # cos((1, 0), stored (0, 1)) = 0
+    embedded.clear()
+    (fresh,) = GraphReward(judge, embed, embed_id="enc-a")(["think one"], [[other]])
+    assert embedded == ["think one", "ref text"] and fresh == pytest.approx((1 / 3 + 0.6 + 0.5) / 3)

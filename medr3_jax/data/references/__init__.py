@@ -3,15 +3,21 @@ its knowledge graph and the text whose embedding the graph reward compares with 
 `reasoning_templates`, `reasoning_KG` and `reasoning_vector`, built by `data_construction/` in
 GitHub 8023looker/Med-R3). Several references per question are allowed.
 
-    refs = read_references("data/references.jsonl")          # (dataset, id) -> [Reference, ...]
+    refs = read_references("~/tensorflow_datasets/references")  # a file, or a folder of *.jsonl
     refs[("medqa", "0000")][0].triples                        # (("atrial fibrillation", ...), ...)
+
+`python -m medr3_jax.data.references` builds them (`references/build.py`) into
+`<data_dir>/references/<dataset>-<split>.jsonl`, beside the TFDS data; training reads that folder
+and joins the references onto its records by (dataset, id).
 
 One JSON object per line: `dataset`, `id` (the question's), `chain` (the reasoning in the med_r3
 format, `<think>…<search>…</search><document>…</document>…</think><answer>…</answer>`),
 `triples` ([head, relation, tail, if_retrieval] entries), optional `grade` (kept at or above
-the builder's threshold), `vector` (a stored embedding of the chain's think text) and any other
-field (ignored). A line that does not parse is logged with its file and line, counted and left
-out: the run goes on without that reference.
+the builder's threshold), `vector` and `encoder` (an embedding of the chain's think text and
+the `Retriever.embedding_id` of the encoder that made it: the graph reward uses the vector only
+when its own encoder has that id, and embeds the text otherwise) and any other field (ignored).
+A line that does not parse is logged with its file and line, counted and left out: the run
+goes on without that reference.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from medr3_jax.protocol import med_r3_think_and_answer
 
 log = logging.getLogger(__name__)
 
-REFERENCES_FILE = "references.jsonl"
+REFERENCES_DIR = "references"  # under a TFDS data_dir: one <dataset>-<split>.jsonl per built split
+FAILURES_SUFFIX = ".failures.jsonl"  # the builder's list of questions without references (not read)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +47,7 @@ class Reference:
     triples: tuple[tuple[Any, ...], ...]
     grade: float | None = None
     vector: tuple[float, ...] | None = None
+    encoder: str | None = None  # embedding_id of the encoder that made `vector`
 
     @property
     def text(self) -> str:
@@ -50,6 +58,16 @@ class Reference:
     def as_json(self) -> str:
         """The graph as the JSON array the extraction prompt shows (the authors' `reasoning_KG`)."""
         return json.dumps([list(entry) for entry in self.triples], ensure_ascii=False)
+
+    def to_line(self) -> str:
+        """The record as one JSONL line (no newline), the fields in a fixed order."""
+        obj: dict[str, Any] = {"dataset": self.dataset, "id": self.id, "chain": self.chain}
+        if self.grade is not None:
+            obj["grade"] = int(self.grade) if float(self.grade).is_integer() else self.grade
+        obj["triples"] = [list(entry) for entry in self.triples]
+        if self.vector is not None:
+            obj["vector"], obj["encoder"] = list(self.vector), self.encoder
+        return json.dumps(obj, ensure_ascii=False)
 
 
 @dataclasses.dataclass
@@ -78,6 +96,9 @@ def parse_reference(obj: Any, where: str) -> Reference:
     grade = obj.get("grade")
     if grade is not None and (isinstance(grade, bool) or not isinstance(grade, (int, float))):
         raise ValueError(f"{where}: field 'grade' must be a number")
+    encoder = obj.get("encoder")
+    if encoder is not None and not isinstance(encoder, str):
+        raise ValueError(f"{where}: field 'encoder' must be a string (the embedding_id of the vector's encoder)")
     return Reference(
         dataset=obj["dataset"],
         id=obj["id"],
@@ -85,18 +106,30 @@ def parse_reference(obj: Any, where: str) -> Reference:
         triples=tuple(tuple(t) for t in triples),
         grade=None if grade is None else float(grade),
         vector=None if vector is None else tuple(float(x) for x in vector),
+        encoder=encoder,
     )
 
 
-def read_references(
-    path: str, stats: ReferenceStats | None = None
-) -> dict[tuple[str, str], list[Reference]]:
-    """(dataset, question id) -> references, from one JSONL file. Bad lines are logged (file:line
-    and why), counted in `stats` and left out; a missing file is an error naming it."""
+def read_references(path: str, stats: ReferenceStats | None = None) -> dict[tuple[str, str], list[Reference]]:
+    """(dataset, question id) -> references, from one JSONL file or every `*.jsonl` of a folder
+    (in name order; the builder's `*.failures.jsonl` lists are not references). Bad lines are
+    logged (file:line and why), counted in `stats` and left out; a missing path is an error."""
     stats = stats if stats is not None else ReferenceStats()
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"reference file {path}: no such file")
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        names = [n for n in sorted(os.listdir(path)) if n.endswith(".jsonl") and not n.endswith(FAILURES_SUFFIX)]
+        files = [os.path.join(path, name) for name in names]
+    elif os.path.isfile(path):
+        files = [path]
+    else:
+        raise FileNotFoundError(f"reference file {path}: no such file or folder")
     out: dict[tuple[str, str], list[Reference]] = {}
+    for file in files:
+        _read_file(file, stats, out)
+    return out
+
+
+def _read_file(path: str, stats: ReferenceStats, out: dict[tuple[str, str], list[Reference]]) -> None:
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
@@ -112,7 +145,6 @@ def read_references(
                 continue
             out.setdefault((ref.dataset, ref.id), []).append(ref)
             stats.read += 1
-    return out
 
 
 def _bad(stats: ReferenceStats, reason: str, message: str) -> None:
