@@ -183,6 +183,7 @@ def _settings(args: argparse.Namespace):
 def _run(args: argparse.Namespace, records: dict[str, list[QARecord]]) -> int:
     from medr3_jax.evaluation.policy import load_policy  # noqa: PLC0415
     from medr3_jax.evaluation.report import summarize_split, write_results  # noqa: PLC0415
+    from medr3_jax.evaluation.rollouts import evaluate_records  # noqa: PLC0415
     from medr3_jax.models.loading import backend_overrides  # noqa: PLC0415
     from medr3_jax.sharding import is_primary, make_mesh, param_shardings  # noqa: PLC0415
 
@@ -204,8 +205,6 @@ def _run(args: argparse.Namespace, records: dict[str, list[QARecord]]) -> int:
         name = f"predictions_{args.dataset.replace('/', '_')}_{split}.jsonl"
         path = os.path.join(args.out_dir, name) if args.out_dir else None
         if engine is not None:
-            from medr3_jax.evaluation.rollouts import evaluate_records  # noqa: PLC0415
-
             style = PromptStyle(mode="search" if args.retrieval != "off" else "reason", chat=args.chat,
                                 question_form=args.question_form, show_context=args.show_context)  # fmt: skip
             predictions = evaluate_records(engine, split_records, style, settings, predictions_path=path,

@@ -30,7 +30,7 @@ from medr3_jax.data.records import QARecord
 from medr3_jax.protocol import ANSWER_OPEN, Protocol
 from medr3_jax.rewards.answer import Grade, rule_grade
 from medr3_jax.rollout import Rollout, RolloutEngine
-from medr3_jax.sampling import SamplingParams
+from medr3_jax.sampling import SamplingParams, StopReason
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def evaluate_records(
     if engine.config.group_size != settings.samples:
         raise ValueError(f"the engine's group_size {engine.config.group_size} != samples {settings.samples}")
     batches = [list(records[s : s + settings.batch_size]) for s in range(0, len(records), settings.batch_size)]
-    done = _finished_batches(predictions_path, batches) if predictions_path else {}
+    done = _finished_batches(predictions_path, batches, cut=write) if predictions_path else {}
     start = sum(all(r.id in done for r in batch) for batch in batches)
     if start:
         log.info("resuming: %d of %d questions already in %s", len(done), len(records), predictions_path)
@@ -133,9 +133,10 @@ def evaluate_records(
     return [done[r.id] for r in records]
 
 
-def _finished_batches(path: str, batches: list[list[QARecord]]) -> dict[str, dict[str, Any]]:
-    """The predictions of the leading batches the file holds whole; the file is cut back to
-    them (a run killed mid-batch, or mid-line, leaves a partial batch that is redone)."""
+def _finished_batches(path: str, batches: list[list[QARecord]], *, cut: bool) -> dict[str, dict[str, Any]]:
+    """The predictions of the leading batches the file holds whole; with `cut` (the writing
+    process only) the file is cut back to them (a run killed mid-batch, or mid-line, leaves a
+    partial batch that is redone)."""
     rows = read_predictions(path)
     done: dict[str, dict[str, Any]] = {}
     keep = 0
@@ -145,7 +146,7 @@ def _finished_batches(path: str, batches: list[list[QARecord]]) -> dict[str, dic
         for r in batch:
             done[r.id] = rows[r.id][0]
             keep = max(keep, rows[r.id][1])
-    if os.path.exists(path) and os.path.getsize(path) != keep:
+    if cut and os.path.exists(path) and os.path.getsize(path) != keep:
         log.warning("%s: cutting %d bytes of an unfinished batch", path, os.path.getsize(path) - keep)
         with open(path, "r+b") as fh:
             fh.truncate(keep)
@@ -175,8 +176,6 @@ def _prediction(record: QARecord, rollout: Rollout, index: int, n: int, protocol
 
 
 def _stop_name(reason: int) -> str:
-    from medr3_jax.sampling import StopReason  # noqa: PLC0415
-
     return StopReason(reason).name.lower()
 
 

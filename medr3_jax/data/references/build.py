@@ -126,14 +126,12 @@ def build_references(
     state = _resume(progress_path, identity, out_path, failures_path)
     report = BuildReport(out_path, failures_path, len(records), **state["report"])
     report.outcomes = Counter(state["report"]["outcomes"])
-    batches = [
-        list(range(s, min(s + settings.batch_size, len(records)))) for s in range(0, len(records), settings.batch_size)
-    ]
+    batches = [list(records[s : s + settings.batch_size]) for s in range(0, len(records), settings.batch_size)]
     start, started_at, done_before = state["batches"], time.monotonic(), report.done
     if start:
         log.info("resuming %s at batch %d of %d (%d questions done)", out_path, start + 1, len(batches), report.done)
     for b in range(start, len(batches)):
-        batch = [records[i] for i in batches[b]]
+        batch = batches[b]
         kept, failed = _batch(batch, b, teacher, grader, extractor, settings, report.outcomes)
         refs = _embedded(batch, kept, embed, embed_id, settings)
         lines = [ref.to_line() + "\n" for ref in refs]

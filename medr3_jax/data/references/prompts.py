@@ -12,6 +12,7 @@ graph extraction. Their "Quesion" spelling and trailing spaces are theirs.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -167,8 +168,6 @@ _ARRAY = re.compile(r"\[.*\]", re.DOTALL)
 def _loads(reply: str, outer: re.Pattern[str]) -> Any:
     """The reply's JSON as the authors read it here (`reply.strip("```json`")` then json.loads),
     or, when that fails, its outermost {...} / [...] span; None when neither parses."""
-    import json  # noqa: PLC0415
-
     for text in (reply.strip("```json`"), (outer.search(reply) or [""])[0]):
         try:
             return json.loads(text)
