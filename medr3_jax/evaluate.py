@@ -181,7 +181,7 @@ def _settings(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace, records: dict[str, list[QARecord]]) -> int:
-    from medr3_jax.evaluation.policy import load_policy  # noqa: PLC0415
+    from medr3_jax.trainer.policies import load_policy  # noqa: PLC0415
     from medr3_jax.evaluation.report import summarize_split, write_results  # noqa: PLC0415
     from medr3_jax.evaluation.rollouts import evaluate_records  # noqa: PLC0415
     from medr3_jax.models.loading import backend_overrides  # noqa: PLC0415

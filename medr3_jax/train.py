@@ -17,6 +17,7 @@ from typing import Sequence
 
 import gin
 from medr3_jax.data.prompts import PromptStyle
+from medr3_jax.evaluation.rollouts import EvalSettings
 from medr3_jax.rewards import HTTPJudge, LocalJudge, OverlongConfig, RewardRules, RewardWeights
 from medr3_jax.rl import PolicyLossConfig
 from medr3_jax.rollout import RolloutConfig
@@ -36,7 +37,7 @@ STAGES = ("stage1", "stage2", "stage3")
 _CONFIGURABLE = {
     cls.__name__: gin.external_configurable(cls, module="medr3")
     for cls in (Experiment, SamplingParams, PromptStyle, RolloutConfig, RewardWeights, RewardRules, OverlongConfig,
-                OptimizerConfig, UpdateConfig, PolicyLossConfig, CheckpointConfig, HTTPJudge)
+                OptimizerConfig, UpdateConfig, PolicyLossConfig, CheckpointConfig, HTTPJudge, EvalSettings)
 }  # fmt: skip
 
 

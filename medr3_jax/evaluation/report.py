@@ -65,16 +65,19 @@ def results_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_results(out_dir: str, run: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """results.json ({run, rows, average}), results.md (the run's settings, then the table) and
-    accuracy.png; returns the JSON object."""
+    """results.md (the run's settings, then the table), accuracy.png and results.json ({run, rows,
+    average}); returns the JSON object."""
     os.makedirs(out_dir, exist_ok=True)
     result = {"run": run, "rows": list(rows), "average": average_row(rows)}
-    with open(os.path.join(out_dir, RESULTS_JSON), "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=1)
     settings = ", ".join(f"{k} {v}" for k, v in run.items())
     with open(os.path.join(out_dir, RESULTS_MD), "w", encoding="utf-8") as fh:
         fh.write(f"{settings}\n\n" + results_table([*rows, result["average"]]))
     _chart(os.path.join(out_dir, CHART), [run.get("name", os.path.basename(out_dir.rstrip("/")))], [rows])
+    # results.json last and whole (written aside, then renamed): its presence says the run is complete
+    path = os.path.join(out_dir, RESULTS_JSON)
+    with open(f"{path}.tmp", "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=1)
+    os.replace(f"{path}.tmp", path)
     return result
 
 

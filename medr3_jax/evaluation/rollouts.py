@@ -41,7 +41,8 @@ AUTHORS_VALIDATION = {"temperature": 0.6, "top_p": 0.9, "samples": 4}  # val_kwa
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EvalSettings:
     """samples: answers per question (the rollout's group size); temperature/top_p: sampling (0 =
-    greedy); batch_size: questions per rollout call; seed: the sampling seed of batch 0 (batch b
+    greedy); batch_size: questions per rollout call (a short last batch is padded with repeats,
+    so one compiled shape serves every batch); seed: the sampling seed of batch 0 (batch b
     uses seed + b, so a resumed run samples what a straight run samples)."""
 
     samples: int = 1
@@ -112,10 +113,14 @@ def evaluate_records(
     for b in range(start, len(batches)):
         batch = batches[b]
         prompts = [
-            tokenizer.encode(render_prompt(r, style, tokenizer, protocol=engine.protocol,
-                                           max_searches=engine.config.max_searches))  # fmt: skip
+            tokenizer.encode(
+                render_prompt(r, style, tokenizer, protocol=engine.protocol, max_searches=engine.config.max_searches)
+            )
             for r in batch
         ]
+        # a short last batch is filled with repeats of its first prompt (their rows are dropped),
+        # so every batch has the rollout shapes of the first: no compile for the remainder
+        prompts += [prompts[0]] * (settings.batch_size - len(prompts))
         try:
             rollout = engine.run(prompts, params=settings.params, seed=settings.seed + b)
             rows = [_prediction(r, rollout, i, settings.samples, engine.protocol, style) for i, r in enumerate(batch)]

@@ -23,7 +23,7 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -193,9 +193,11 @@ class Checkpointer:
         self.config = config or CheckpointConfig()
         self.read_only = read_only
         self._manager: ocp.CheckpointManager | None = None
+        self._kept = _KeptSteps()
         if not read_only or os.path.isdir(self.directory):
+            keep = [ocp.checkpoint_managers.LatestN(n=self.config.keep), self._kept]
             options = ocp.CheckpointManagerOptions(
-                max_to_keep=None if read_only else self.config.keep,
+                preservation_policy=None if read_only else ocp.checkpoint_managers.AnyPreservationPolicy(keep),
                 enable_async_checkpointing=self.config.async_save and not read_only,
                 save_interval_steps=0 if read_only else 1,  # the gating is ours (`every_steps`, `force`)
                 create=not read_only,
@@ -219,6 +221,11 @@ class Checkpointer:
 
     def step_dir(self, step: int) -> str:
         return os.path.join(self.directory, str(step))
+
+    def keep_also(self, steps: Iterable[int]) -> None:
+        """Besides the newest `keep`, these steps stay on disk (e.g. the best by evaluation);
+        replaces the previous set. Takes effect at the next save, when old steps are removed."""
+        self._kept.steps = {int(s) for s in steps}
 
     # -- save --
     def save(self, step: int, state: Any, meta: Mapping[str, Any], *, force: bool = False) -> bool:
@@ -319,6 +326,17 @@ class Checkpointer:
             self._manager.wait_until_finished()
             self._manager.close()
             self._manager = None
+
+
+@dataclasses.dataclass
+class _KeptSteps:
+    """An orbax preservation policy: keep the checkpoints at `steps` (mutable: the best step
+    changes as training goes)."""
+
+    steps: set[int] = dataclasses.field(default_factory=set)
+
+    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> list[bool]:
+        return [c.step in self.steps for c in checkpoints]
 
 
 def _log(msg: str, *args: Any) -> None:

@@ -30,6 +30,7 @@ from medr3_jax.data.pipeline import QuestionStream
 from medr3_jax.data.prompts import PromptStyle, shown_question
 from medr3_jax.data.records import QARecord
 from medr3_jax.data.references import REFERENCES_DIR, Reference, ReferenceStats, read_references
+from medr3_jax.evaluation.rollouts import EvalSettings
 from medr3_jax.models.loading import backend_overrides, load_model
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.remote import is_remote, stage
@@ -52,6 +53,7 @@ from medr3_jax.sampling import Sampler, SamplingParams
 from medr3_jax.sharding import is_primary, make_mesh, param_shardings, sync
 from medr3_jax.trainer.checkpoints import CheckpointConfig, Checkpointer, final_checkpoint, load_params_from_checkpoint
 from medr3_jax.trainer.metrics import MetricWriter
+from medr3_jax.trainer.periodic_eval import PeriodicEvaluation
 from medr3_jax.trainer.step import OptimizerConfig, PolicyTrainer, TrainBatch, UpdateConfig
 
 log = logging.getLogger("medr3_jax.train")
@@ -96,6 +98,15 @@ class Experiment:
     # when data_dir is None), a .jsonl file or folder of them, or None (off).
     references: str | None = "auto"
     audit_every: int = 1
+    # Evaluation during training (trainer.periodic_eval): eval_data's questions ("name[/config]:
+    # split", held out from train_data) on this stage's rollout path every eval_every steps and
+    # after the last (0 = off, as the authors run: test_freq=-1), and before the first step with
+    # eval_before_train; eval_questions: the first N of each split (None = all).
+    eval_data: tuple[str, ...] = ()
+    eval_every: int = 0
+    eval_before_train: bool = True
+    eval_questions: int | None = None
+    eval: EvalSettings = EvalSettings()
 
     def __post_init__(self) -> None:
         if self.rollout.retrieval != (self.prompt.mode == "search"):
@@ -112,6 +123,11 @@ class Experiment:
             raise ValueError(f"Experiment.advantage_estimator={self.advantage_estimator!r}: expected one of "
                              f"{list(ESTIMATORS)}")  # fmt: skip
         self.overlong.buffer_for(self.rollout.max_response_tokens)
+        if self.eval_every < 0 or (self.eval_every and not self.eval_data):
+            raise ValueError(f"{self.stage}: Experiment.eval_every={self.eval_every} needs >= 0, and eval_data "
+                             "(e.g. ('mirage:medqa',)) when > 0")  # fmt: skip
+        if self.eval_questions is not None and self.eval_questions < 1:
+            raise ValueError(f"Experiment.eval_questions={self.eval_questions}: expected >= 1 or None")
 
 
 REMOTE_INPUTS = ("model", "init_from", "data_dir", "index_dir")
@@ -173,10 +189,23 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
     writer = MetricWriter(os.path.join(stage_dir, "tb"))
     if operative_config:
         writer.text(start, "config/operative", operative_config)
+    evaluation = _evaluation(exp, records, stage_dir, sampler, retriever, protocol) if exp.eval_every else None
+    if evaluation is not None and evaluation.best is not None:
+        checkpointer.keep_also([evaluation.best["step"]])
+
+    def evaluate(step: int) -> None:  # the weights after `step` updates: checkpoint `step`, when step >= 1
+        kept = evaluation.best
+        metrics = evaluation.run(step, checkpoint=checkpointer.step_dir(step) if step else None)
+        writer.scalars(step, metrics)
+        if evaluation.best is not kept:
+            checkpointer.keep_also([evaluation.best["step"]])
+
     log.info("[%s] training steps %d..%d on %d questions, %d rows per step, protocol %s, %s questions", exp.stage,
              start, exp.num_steps - 1, len(records), exp.prompts_per_step * exp.rollout.group_size, protocol.name,
              exp.prompt.question_form)  # fmt: skip
     for step in range(start, exp.num_steps):
+        if evaluation is not None and evaluation.due(step) and not evaluation.finished(step):
+            evaluate(step)
         t0 = time.perf_counter()
         batch = stream.next()
         rollout = engine.run(batch.prompts, params=exp.sampling, seed=exp.seed * 100_003 + step)
@@ -200,8 +229,11 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
         log.info("[%s] step %d: reward %.3f, answer %.3f, searches/row %.2f, loss %.4f, %.1fs", exp.stage, step,
                  metrics["reward/total"], metrics.get("reward/answer", float("nan")),
                  metrics["rollout/searches_per_row"], metrics["loss/total"], metrics["perf/step_seconds"])  # fmt: skip
+        due = step + 1 == exp.num_steps or (evaluation is not None and evaluation.due(step + 1))
         checkpointer.save(step + 1, _state(policy, step), _meta(exp, step + 1, stream.position, model, tokenizer,
-                          operative_config), force=step + 1 == exp.num_steps)  # fmt: skip
+                          operative_config), force=due)  # fmt: skip
+    if evaluation is not None and evaluation.due(exp.num_steps) and not evaluation.finished(exp.num_steps):
+        evaluate(exp.num_steps)
     checkpointer.wait()
     checkpointer.close()
     writer.close()
@@ -263,22 +295,52 @@ def _init_source(exp: Experiment, workdir: str, *, quiet: bool = False) -> str |
 
 
 def _train_records(exp: Experiment) -> list[QARecord]:
+    return [r for records in _split_records(exp, exp.train_data, "train_data").values() for r in records]
+
+
+def _split_records(exp: Experiment, specs: Sequence[str], knob: str) -> dict[str, list[QARecord]]:
+    """Each "name[/config]:split" -> its records, from exp.data_dir (None: the bundled sample set,
+    prepared once into the cache)."""
     from medr3_jax.data.datasets import load_records, prepare_dataset  # noqa: PLC0415 (imports TFDS)
 
     data_dir = exp.data_dir
-    records: list[QARecord] = []
-    for spec in exp.train_data:
+    out: dict[str, list[QARecord]] = {}
+    for spec in specs:
         name, _, split = spec.rpartition(":")
-        if not name:
-            raise ValueError(f"Experiment.train_data entry {spec!r}: expected 'name[/config]:split'")
+        if not name or not split:
+            raise ValueError(f"Experiment.{knob} entry {spec!r}: expected 'name[/config]:split'")
         if exp.data_dir is None:
             data_dir = os.path.join(CACHE_DIR, "sample_tfds")
             if is_primary():  # one writer into the shared cache; the others wait for it
                 with contextlib.redirect_stdout(sys.stderr):
                     prepare_dataset(name, assets.sample_dataset_dir(name), data_dir)
             sync(f"sample data {name}")
-        records += load_records(name, split, data_dir)
-    return records
+        out[spec] = load_records(name, split, data_dir)
+    return out
+
+
+def _evaluation(exp: Experiment, records: Sequence[QARecord], stage_dir: str, sampler: Sampler, retriever,
+                protocol: P.Protocol) -> PeriodicEvaluation:  # fmt: skip
+    """The stage's evaluation: eval_data on the training sampler (its weights follow the updates)
+    and retriever, with eval.samples answers per question; a question also in `records` (the
+    training questions) is named in a warning."""
+    splits = {k: v[: exp.eval_questions] for k, v in _split_records(exp, exp.eval_data, "eval_data").items()}
+    train = {" ".join(r.question.split()) for r in records}  # by text: ids are per split ("0000", ...)
+    overlap = sum(" ".join(r.question.split()) in train for held_out in splits.values() for r in held_out)
+    if overlap:
+        log.warning("[%s] %d evaluation questions are also training questions (Experiment.eval_data)", exp.stage,
+                    overlap)  # fmt: skip
+    engine = RolloutEngine(sampler, retriever, dataclasses.replace(exp.rollout, group_size=exp.eval.samples), protocol)
+    run = {"stage": exp.stage, "model": exp.model, "retrieval": exp.retrieval_backend if exp.rollout.retrieval
+           else "off", "protocol": protocol.name, "question_form": exp.prompt.question_form,
+           "samples": exp.eval.samples, "temperature": exp.eval.temperature, "top_p": exp.eval.top_p,
+           "seed": exp.eval.seed, "max_new_tokens": exp.rollout.max_response_tokens}  # fmt: skip
+    log.info("[%s] evaluating %s (%d questions) every %d steps%s", exp.stage,
+             ", ".join(f"{k} ({len(v)})" for k, v in splits.items()), sum(map(len, splits.values())), exp.eval_every,
+             " and before the first" if exp.eval_before_train else "")  # fmt: skip
+    return PeriodicEvaluation(engine, splits, exp.prompt, exp.eval, directory=os.path.join(stage_dir, "eval"),
+                              every=exp.eval_every, before_train=exp.eval_before_train, num_steps=exp.num_steps,
+                              run=run)  # fmt: skip
 
 
 def _retriever(exp: Experiment, tokenizer: Tokenizer):

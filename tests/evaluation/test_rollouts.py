@@ -29,10 +29,11 @@ class StandInEngine:
     def __init__(self, records, retriever, samples, fail_on_seed=None):
         self.config = RolloutConfig(group_size=samples, max_searches=2, top_k=2)
         self.tokenizer, self.protocol, self.retriever = byte_tokenizer(), MED_R3, retriever
-        self.records, self.fail_on_seed, self.seeds = records, fail_on_seed, []
+        self.records, self.fail_on_seed, self.seeds, self.batch_sizes = records, fail_on_seed, [], []
 
     def run(self, prompts, *, params, seed):
         self.seeds.append(seed)
+        self.batch_sizes.append(len(prompts))
         if seed == self.fail_on_seed:
             raise RuntimeError("retriever timed out")
         rows = []
@@ -70,7 +71,9 @@ SETTINGS = EvalSettings(samples=3, temperature=0.6, top_p=0.9, batch_size=2, see
 def test_predictions_hold_what_the_table_says(setup, tmp_path):
     records, retriever = setup
     path = str(tmp_path / "predictions.jsonl")
-    out = evaluate_records(StandInEngine(records, retriever, 3), records, STYLE, SETTINGS, predictions_path=path)
+    engine = StandInEngine(records, retriever, 3)
+    out = evaluate_records(engine, records, STYLE, SETTINGS, predictions_path=path)
+    assert engine.batch_sizes == [2] * 5  # 9 questions: the last batch is padded, its repeat's rows dropped
     on_disk = [row for row, _ in read_predictions(path).values()]
     assert on_disk == out and [p["id"] for p in out] == [r.id for r in records]
     valid = {p.id for p in retriever.passages}

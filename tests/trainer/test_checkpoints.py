@@ -96,6 +96,21 @@ def test_keep_and_exact_round_trip(state, tmp_path) -> None:
     ckpt.close()
 
 
+def test_a_kept_step_outlives_the_newest_keep(state, tmp_path) -> None:
+    ckpt = Checkpointer(tmp_path, CheckpointConfig(every_steps=1, keep=2, async_save=False))
+    for step in (1, 2, 3):
+        ckpt.save(step, state, _meta(step))
+        if step == 2:
+            ckpt.keep_also([2])  # e.g. the best step by evaluation
+    for step in (4, 5):
+        ckpt.save(step, state, _meta(step))
+    assert ckpt.all_steps() == [2, 4, 5]
+    ckpt.keep_also([4])  # a new best: step 2 is no longer kept and goes at the next save
+    ckpt.save(6, state, _meta(6))
+    assert ckpt.all_steps() == [4, 5, 6] and sorted(os.listdir(tmp_path)) == ["4", "5", "6"]
+    ckpt.close()
+
+
 def test_async_save_then_restore(state, tmp_path) -> None:
     with Checkpointer(tmp_path, CheckpointConfig(every_steps=1, keep=3, async_save=True)) as ckpt:
         assert ckpt.save(1, state, _meta(1))

@@ -50,6 +50,14 @@ def test_two_processes_train_resume_and_equal_the_one_process_run(
         assert one[tag] == two[tag], tag
     assert len(glob.glob(str(work / "stage3" / "tb" / "events*"))) == 2  # process 0 only: one file per launch
     assert _audit_texts(one_process_run / "stage3") == _audit_texts(work / "stage3")
+    # evaluation during training: the same on two processes (each runs every row; process 0 writes)
+    assert [s for s, _ in two["eval/accuracy"]] == [2, 3] and one["eval/accuracy"] == two["eval/accuracy"]
+    for step in ("step_000002", "step_000003"):
+        name = os.path.join("stage3", "eval", step, "predictions_mirage_pubmedqa.jsonl")
+        one_lines = open(one_process_run / name, encoding="utf-8").read().splitlines()
+        assert len(one_lines) == 3 and one_lines == open(work / name, encoding="utf-8").read().splitlines()
+    best = [json.load(open(run / "stage3" / "eval" / "best.json")) for run in (one_process_run, work)]
+    assert best[0]["step"] == best[1]["step"] and best[0]["accuracy"] == best[1]["accuracy"]
 
 
 @pytest.mark.parametrize("backend", ["exact", "scann"])

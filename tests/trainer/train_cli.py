@@ -10,13 +10,17 @@ GIN_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "gin")
 
 
 def train_command(workdir, sample_data_dir, index_dir, steps):
-    """The tiny stage-3 run (retrieval on) with a non-zero gradient every step: the entropy
-    bonus moves the weights even when a group's rewards tie (zero advantages)."""
+    """The tiny stage-3 run (retrieval on) with a non-zero gradient every step (the entropy
+    bonus moves the weights even when a group's rewards tie: zero advantages), evaluated on 3
+    held-out questions at step 2 and after the last."""
     params = [f"Experiment.num_steps = {steps}", f"Experiment.data_dir = '{sample_data_dir}'",
               f"Experiment.index_dir = '{index_dir}'", "Experiment.train_data = ('medqa:train', 'pubmedqa:train')",
               "Experiment.mesh = 'data=-1'", "CheckpointConfig.every_steps = 1", "CheckpointConfig.keep = 10",
               "CheckpointConfig.async_save = False", "OptimizerConfig.learning_rate = 1e-2",
-              "PolicyLossConfig.entropy_coef = 0.01", "RolloutConfig.max_response_tokens = 32"]  # fmt: skip
+              "PolicyLossConfig.entropy_coef = 0.01", "RolloutConfig.max_response_tokens = 32",
+              "Experiment.eval_data = ('mirage:pubmedqa',)", "Experiment.eval_every = 2",
+              "Experiment.eval_questions = 3", "Experiment.eval_before_train = False",
+              "EvalSettings.batch_size = 4"]  # fmt: skip
     cmd = [sys.executable, "-m", "medr3_jax.train", "--gin_file", os.path.join(GIN_DIR, "stage3.gin"),
            "--gin_file", os.path.join(GIN_DIR, "tiny.gin"), "--workdir", str(workdir)]  # fmt: skip
     for p in params:

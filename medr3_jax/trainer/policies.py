@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.models.transformer import Decoder
+from medr3_jax.trainer.checkpoints import final_checkpoint, load_params_from_checkpoint
 
 _STAGE = re.compile(r"^stage(\d+)$")
 
@@ -21,8 +22,6 @@ _STAGE = re.compile(r"^stage(\d+)$")
 def resolve_checkpoint(path: str) -> str:
     """The checkpoint `path` names: a training workdir (stage1/, stage2/, ... inside) gives its
     highest-numbered stage that holds a checkpoint; anything else is returned as it is."""
-    from medr3_jax.trainer.checkpoints import final_checkpoint  # noqa: PLC0415
-
     path = os.path.expanduser(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"--checkpoint {path}: no such directory")
@@ -50,8 +49,6 @@ def load_policy(
 
         decoder, tokenizer = load_model(model, shardings=shardings, **overrides)
         return decoder, tokenizer, {"name": os.path.basename(model.rstrip("/")), "model": model}
-    from medr3_jax.trainer.checkpoints import load_params_from_checkpoint  # noqa: PLC0415
-
     step_dir = resolve_checkpoint(checkpoint)
     decoder, meta = load_params_from_checkpoint(step_dir, shardings_fn=shardings)
     if not meta.get("tokenizer"):
