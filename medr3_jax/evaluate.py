@@ -15,7 +15,9 @@ extraction, for comparison with MIRAGE's numbers. `--checkpoint` takes a trainin
 `--model` a preset, HF directory or .gguf. Prints one JSON line per split; `--out_dir` gets
 `predictions_<dataset>_<split>.jsonl` (every sample's text, answer, searches and retrieved
 passage ids; appended per batch: a rerun skips finished questions), `results.json`,
-`results.md` and `accuracy.png` (docs/DATA.md, "Evaluate").
+`results.md` and `accuracy.png` (docs/DATA.md, "Evaluate"). On several hosts every process runs
+the same command (a TPU pod finds its peers; elsewhere add --coordinator_address, --num_processes
+and --process_id, as for training): the rows are split over the whole mesh, process 0 writes.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import sys
 import time
 from typing import Any, Sequence
 
+from jax.sharding import Mesh
+
 from medr3_jax import assets
 from medr3_jax.data.answers import mirage_answer
 from medr3_jax.data.prompts import PromptStyle, render_prompt
@@ -37,6 +41,7 @@ from medr3_jax.data.records import DataError, QARecord
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.models.transformer import Decoder
 from medr3_jax.sampling import GREEDY, Sampler
+from medr3_jax.sharding import add_process_flags, initialize_from, is_primary, sync
 
 log = logging.getLogger("medr3_jax.evaluate")
 
@@ -80,10 +85,11 @@ def predict(
     *,
     batch_size: int = 8,
     max_new_tokens: int = 512,
+    mesh: Mesh | None = None,
 ) -> list[Prediction]:
     """Greedy mc_eval outputs for `records`, in batches of a fixed size (the last one padded with
-    repeats, so one compiled shape serves every batch)."""
-    sampler = Sampler(model, tokenizer, max_new_tokens=max_new_tokens)
+    repeats, so one compiled shape serves every batch), their rows split over `mesh`."""
+    sampler = Sampler(model, tokenizer, max_new_tokens=max_new_tokens, mesh=mesh)
     prompts = [tokenizer.encode(render_prompt(r, style, tokenizer)) for r in records]
     out: list[Prediction] = []
     for start in range(0, len(records), batch_size):
@@ -136,6 +142,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--param_dtype", default=None, help="float32 or bfloat16 (default: f32 on CPU, bf16 elsewhere)")
     p.add_argument("--name", default=None, help="the run's name in tables and charts")
     p.add_argument("--out_dir", default=None, help="predictions, results.json/md and accuracy.png go here")
+    add_process_flags(p)
     return p.parse_args(argv)
 
 
@@ -148,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["compare"]:
         return _compare(argv[1:])
     args = _parse(argv)
+    initialize_from(args)  # every process runs this program: the batch rows are split over the mesh
     try:
         records = _records(args)
         return _run(args, records)
@@ -162,8 +170,10 @@ def _records(args: argparse.Namespace) -> dict[str, list[QARecord]]:
     data_dir = args.data_dir
     if args.sample:
         data_dir = data_dir or SAMPLE_DATA_DIR
-        with contextlib.redirect_stdout(sys.stderr):
-            prepare_dataset(args.dataset, assets.sample_dataset_dir(args.dataset), data_dir)
+        if is_primary():  # one writer into the shared cache; the others wait for it
+            with contextlib.redirect_stdout(sys.stderr):
+                prepare_dataset(args.dataset, assets.sample_dataset_dir(args.dataset), data_dir)
+        sync("sample data")
     splits = args.split or ["medqa"]
     if splits == ["all"]:
         splits = dataset_splits(args.dataset, data_dir)
@@ -185,7 +195,7 @@ def _run(args: argparse.Namespace, records: dict[str, list[QARecord]]) -> int:
     from medr3_jax.evaluation.report import summarize_split, write_results  # noqa: PLC0415
     from medr3_jax.evaluation.rollouts import evaluate_records  # noqa: PLC0415
     from medr3_jax.models.loading import backend_overrides  # noqa: PLC0415
-    from medr3_jax.sharding import is_primary, make_mesh, param_shardings  # noqa: PLC0415
+    from medr3_jax.sharding import make_mesh, param_shardings  # noqa: PLC0415
 
     settings = _settings(args) if args.mode == "rollout" else None
     mesh = make_mesh(args.mesh)
@@ -213,7 +223,8 @@ def _run(args: argparse.Namespace, records: dict[str, list[QARecord]]) -> int:
             style = PromptStyle(mode="mc_eval", chat=args.chat, show_context=args.show_context)
             predictions = [p.as_prediction() for p in predict(model, tokenizer, split_records, style,
                                                               batch_size=args.batch_size,
-                                                              max_new_tokens=args.max_new_tokens)]  # fmt: skip
+                                                              max_new_tokens=args.max_new_tokens,
+                                                              mesh=mesh)]  # fmt: skip
             if path and is_primary():
                 os.makedirs(args.out_dir, exist_ok=True)
                 with open(path, "w", encoding="utf-8") as fh:
@@ -271,9 +282,11 @@ def _check_run(out_dir: str, run: dict[str, Any]) -> None:
             detail = "; ".join(f"{k}: {before.get(k)!r} then, {run.get(k)!r} now" for k in differs)
             raise ValueError(f"{out_dir} holds another run's predictions ({detail}); use another --out_dir")
         return
-    os.makedirs(out_dir, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(run, fh, indent=1)
+    sync("evaluation run checked")  # every process has read run.json before process 0 writes it
+    if is_primary():
+        os.makedirs(out_dir, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(run, fh, indent=1)
 
 
 def _compare(argv: Sequence[str]) -> int:

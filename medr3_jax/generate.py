@@ -24,7 +24,7 @@ from medr3_jax.models.loading import backend_overrides, load_model
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.models.transformer import Decoder
 from medr3_jax.sampling import GREEDY, Sampler, SamplingParams
-from medr3_jax.sharding import initialize, make_mesh, param_shardings
+from medr3_jax.sharding import add_process_flags, initialize_from, make_mesh, param_shardings
 
 log = logging.getLogger("medr3_jax.generate")
 
@@ -61,9 +61,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mesh", default="data=1,fsdp=-1,tensor=1", help="e.g. data=2,fsdp=4,tensor=1")
     p.add_argument("--param_dtype", default=None, help="float32 or bfloat16 (default: f32 on CPU, bf16 elsewhere)")
-    p.add_argument("--coordinator_address", default=None, help="host:port of process 0 (multi-host, non-TPU)")
-    p.add_argument("--num_processes", type=int, default=None)
-    p.add_argument("--process_id", type=int, default=None)
+    add_process_flags(p)
     args = p.parse_args(argv)
     if args.greedy and args.temperature:
         p.error("--greedy and --temperature are exclusive")
@@ -78,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("jax").setLevel(logging.WARNING)  # "Unable to initialize backend 'tpu'" on CPU
     args = _parse(argv)
-    initialize(args.coordinator_address, args.num_processes, args.process_id)
+    initialize_from(args)
     mesh = make_mesh(args.mesh)
     overrides = backend_overrides(args.param_dtype)
     dtype = overrides["param_dtype"]

@@ -22,7 +22,7 @@ from medr3_jax.rewards import HTTPJudge, LocalJudge, OverlongConfig, RewardRules
 from medr3_jax.rl import PolicyLossConfig
 from medr3_jax.rollout import RolloutConfig
 from medr3_jax.sampling import SamplingParams
-from medr3_jax.sharding import initialize, is_primary
+from medr3_jax.sharding import add_process_flags, initialize_from, is_primary
 from medr3_jax.trainer.checkpoints import CheckpointConfig
 from medr3_jax.trainer.loop import Experiment, refuse_remote_path, run_stage
 from medr3_jax.trainer.step import OptimizerConfig, UpdateConfig
@@ -107,12 +107,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--gin_file", action="append", default=[], help="repeatable; later files override earlier ones")
     p.add_argument("--gin_param", action="append", default=[], help='repeatable, e.g. "Experiment.num_steps = 100"')
     p.add_argument("--workdir", default=None, help=f"checkpoints, logs, rollouts (default: {DEFAULT_WORKDIR})")
-    dist = p.add_argument_group(
-        "multi-process", "only where JAX cannot find its peers itself (TPU pods, SLURM and Open MPI need none)"
-    )
-    dist.add_argument("--coordinator_address", default=None, help="host:port of process 0, e.g. 10.0.0.1:1234")
-    dist.add_argument("--num_processes", type=int, default=None)
-    dist.add_argument("--process_id", type=int, default=None)
+    add_process_flags(p)
     return p.parse_args(argv)
 
 
@@ -134,9 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    initialize(args.coordinator_address, args.num_processes, args.process_id)
-    if not is_primary():  # one log for the whole job: the other processes report only problems
-        logging.getLogger().setLevel(logging.WARNING)
+    initialize_from(args)
     log.info("workdir: %s", os.path.abspath(workdir))
     os.makedirs(workdir, exist_ok=True)
     if is_primary():

@@ -5,7 +5,15 @@ mesh = make_mesh("data=1,fsdp=-1,tensor=1")
 params = shard_array_tree(params, tree_shardings(params, mesh))
 """
 
-from medr3_jax.sharding.distributed import host_local_to_global, initialize, is_primary, sync, to_host
+from medr3_jax.sharding.distributed import (
+    add_process_flags,
+    host_local_to_global,
+    initialize,
+    initialize_from,
+    is_primary,
+    sync,
+    to_host,
+)
 from medr3_jax.sharding.mesh import DEFAULT_MESH_SPEC, MESH_AXES, make_mesh, parse_mesh_spec
 from medr3_jax.sharding.rules import (
     BATCH_AXES,
@@ -28,10 +36,12 @@ __all__ = [
     "DEFAULT_MESH_SPEC",
     "KV_CACHE_SPEC",
     "MESH_AXES",
+    "add_process_flags",
     "batch_spec",
     "fit_spec",
     "host_local_to_global",
     "initialize",
+    "initialize_from",
     "is_primary",
     "kv_cache_spec",
     "make_mesh",

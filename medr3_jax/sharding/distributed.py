@@ -11,6 +11,7 @@ On a single process with nothing detected, `initialize()` does nothing.
 
 from __future__ import annotations
 
+import argparse
 import glob
 import logging
 import os
@@ -64,6 +65,25 @@ def initialize(
         jax.distributed.initialize(local_device_ids=local_device_ids)
     _initialized = True
     _log_topology()
+
+
+def add_process_flags(parser: argparse.ArgumentParser) -> None:
+    """The CLIs' multi-process flags (--coordinator_address, --num_processes, --process_id), passed
+    on by `initialize_from`."""
+    group = parser.add_argument_group(
+        "multi-process", "only where JAX cannot find its peers itself (TPU pods, SLURM and Open MPI need none)"
+    )
+    group.add_argument("--coordinator_address", default=None, help="host:port of process 0, e.g. 10.0.0.1:1234")
+    group.add_argument("--num_processes", type=int, default=None)
+    group.add_argument("--process_id", type=int, default=None)
+
+
+def initialize_from(args: argparse.Namespace) -> None:
+    """`initialize` with the flags of `add_process_flags`; after it only process 0 logs INFO lines
+    (one log for the whole job: the other processes report only problems)."""
+    initialize(args.coordinator_address, args.num_processes, args.process_id)
+    if not is_primary():
+        logging.getLogger().setLevel(logging.WARNING)
 
 
 def _jax_initialized() -> bool:

@@ -17,7 +17,7 @@ import pytest
 
 from medr3_jax.retrieval.retriever import Retriever
 from medr3_jax.trainer import load_params_from_checkpoint, read_scalars
-from tests.trainer.train_cli import run_two_processes
+from tests.trainer.train_cli import evaluate_command, run_command_on_two_processes, run_one_process, run_two_processes
 
 
 def _audit_texts(stage_dir):
@@ -58,6 +58,22 @@ def test_two_processes_train_resume_and_equal_the_one_process_run(
         assert len(one_lines) == 3 and one_lines == open(work / name, encoding="utf-8").read().splitlines()
     best = [json.load(open(run / "stage3" / "eval" / "best.json")) for run in (one_process_run, work)]
     assert best[0]["step"] == best[1]["step"] and best[0]["accuracy"] == best[1]["accuracy"]
+
+    # the evaluate CLI on the trained workdir: two processes write what one process writes
+    evaluated = [tmp_path / "eval_one", tmp_path / "eval_two"]
+    rc, _, err = run_one_process(evaluate_command(work, sample_data_dir, byte_index, evaluated[0]))
+    assert rc == 0, err[-3000:]
+    cmd = evaluate_command(work, sample_data_dir, byte_index, evaluated[1])
+    both = run_command_on_two_processes(cmd, portpicker.pick_unused_port())
+    assert [rc for rc, _ in both] == [0, 0], both[0][1][-3000:] + both[1][1][-3000:]
+    name = "predictions_mirage_pubmedqa.jsonl"
+    lines = [open(d / name, encoding="utf-8").read().splitlines() for d in evaluated]
+    assert len(lines[0]) == 3 and lines[0] == lines[1]
+    assert [len(json.loads(line)["samples"]) for line in lines[0]] == [2, 2, 2]
+    rows = [json.load(open(d / "results.json"))["rows"] for d in evaluated]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows[0]] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in rows[1]
+    ]
 
 
 @pytest.mark.parametrize("backend", ["exact", "scann"])

@@ -77,19 +77,24 @@ def _initial_q_proj():
 
 
 def test_stage_chaining_starts_from_the_previous_stage(tmp_path, sample_data_dir, byte_index, caplog):
-    stage1 = _experiment(sample_data_dir, byte_index, stage="stage1", num_steps=1, prompt=PromptStyle(mode="reason", chat=False),
+    stage1 = _experiment(sample_data_dir, byte_index, stage="stage1", num_steps=1,
+                         prompt=PromptStyle(mode="reason", chat=False),
                          rollout=RolloutConfig(group_size=2, retrieval=False, max_response_tokens=32, decode_segment=16),
                          rewards=RewardWeights.stage1())  # fmt: skip
     run_stage(stage1, str(tmp_path))
+    # stage 2 at lr 0 (AdamW's step and its weight decay both scale with lr): its checkpoint holds
+    # exactly the weights it started from
+    frozen = OptimizerConfig(learning_rate=0.0)
     with caplog.at_level("INFO", logger="medr3_jax.train"):
-        run_stage(_experiment(sample_data_dir, byte_index, stage="stage2", num_steps=1, rewards=RewardWeights.stage2()),
-                  str(tmp_path))  # fmt: skip
+        run_stage(_experiment(sample_data_dir, byte_index, stage="stage2", num_steps=1, rewards=RewardWeights.stage2(),
+                              optimizer=frozen), str(tmp_path))  # fmt: skip
     assert "starting from " + str(tmp_path / "stage1" / "checkpoints" / "1") in caplog.text
-    stage1_params, _, _ = _final_params(tmp_path / "stage1")
-    # stage 2 started from stage 1's weights: its first rollout was sampled from them
-    ckpt = Checkpointer(str(tmp_path / "stage2" / "checkpoints"))
-    assert ckpt.latest_step() == 1 and ckpt.restore_meta()["stage"] == "stage2"
-    ckpt.close()
+    _, stage1_model, _ = _final_params(tmp_path / "stage1")
+    _, stage2_model, stage2_meta = _final_params(tmp_path / "stage2")
+    assert stage2_meta["stage"] == "stage2" and stage2_meta["step"] == 1
+    for x, y in zip(jax.tree.leaves(stage2_model), jax.tree.leaves(stage1_model), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert not np.array_equal(stage1_model.layers.q_proj[...], _initial_q_proj())  # stage 1 did train
 
 
 def test_mismatched_prompt_and_retrieval_are_refused():
@@ -147,6 +152,8 @@ def test_kill_9_then_the_same_command_resumes_to_the_same_parameters(
         time.sleep(0.2)
     killed.send_signal(signal.SIGKILL)  # kill -9 somewhere after the first checkpoint
     killed.wait()
+    assert killed.returncode == -signal.SIGKILL  # died by the signal, not by finishing first
+    assert not (tmp_path / "killed" / "stage3" / "checkpoints" / "3").exists()  # before the last step
     resumed = start_one_process(tmp_path / "killed", sample_data_dir, byte_index, 3)
     log = resumed.communicate(timeout=600)[1]
     assert resumed.returncode == 0, log[-3000:]

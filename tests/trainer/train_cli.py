@@ -40,9 +40,30 @@ def start_one_process(workdir, sample_data_dir, index_dir, steps):
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(2))
 
 
+def evaluate_command(checkpoint, sample_data_dir, index_dir, out_dir):
+    """`python -m medr3_jax.evaluate` on a training workdir: 3 PubMedQA questions, 2 samples each
+    at T 0.6, searching the index, rows split over the 'data' axis."""
+    return [sys.executable, "-m", "medr3_jax.evaluate", "--checkpoint", str(checkpoint), "--dataset", "mirage",
+            "--split", "pubmedqa", "--data_dir", str(sample_data_dir), "--index_dir", str(index_dir), "--limit", "3",
+            "--samples", "2", "--temperature", "0.6", "--batch_size", "2", "--max_new_tokens", "32",
+            "--mesh", "data=-1", "--out_dir", str(out_dir)]  # fmt: skip
+
+
+def run_one_process(cmd, timeout=600):
+    """`cmd` as one process with two CPU devices; returns (returncode, stdout, stderr)."""
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(2), timeout=timeout)
+    return done.returncode, done.stdout, done.stderr
+
+
 def run_two_processes(workdir, sample_data_dir, index_dir, steps, port, timeout=600):
-    """Two processes with one CPU device each; returns (returncode, stderr) per process."""
-    cmd = train_command(workdir, sample_data_dir, index_dir, steps)
+    """The training command on two processes with one CPU device each; returns (returncode,
+    stderr) per process."""
+    return run_command_on_two_processes(train_command(workdir, sample_data_dir, index_dir, steps), port, timeout)
+
+
+def run_command_on_two_processes(cmd, port, timeout=600):
+    """`cmd` on two processes with one CPU device each, joined on 127.0.0.1:`port`; returns
+    (returncode, stderr) per process."""
     procs = [
         subprocess.Popen(
             cmd + ["--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2", "--process_id", str(i)],
