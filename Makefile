@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (each creates/updates .venv idempotently, then runs):
-#   make demo   - install the package + bundled assets, train SmolLM2 (stage 3, retrieval on) for a few steps on CPU
+#   make demo   - install the package + bundled assets, train SmolLM2 on CPU: a cold start, then RL with retrieval
 #   make test   - install the package + test extras + assets, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -25,7 +25,7 @@ $(VENV)/.stamp-test: $(VENV)/.stamp-base
 	touch $@
 
 demo: $(VENV)/.stamp-base
-	HF_HUB_OFFLINE=1 $(PY) -m medr3_jax.train --gin_file=gin/stage3.gin --workdir=$(DEMO_WORKDIR)
+	HF_HUB_OFFLINE=1 $(PY) -m medr3_jax.train --gin_file=gin/demo.gin --workdir=$(DEMO_WORKDIR)
 
 # pytest exits 5 when it collects no tests; that is not a failure of the suite.
 test: $(VENV)/.stamp-test

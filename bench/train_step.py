@@ -118,7 +118,8 @@ def torch_step(model, batch: TrainBatch, repeats: int, autocast: str | None = No
 
 def rl_phases(steps: int) -> dict:
     """Per-phase seconds of `steps` full RL steps of the bundled demo (gin/base.gin defaults)."""
-    from medr3_jax.trainer.loop import Experiment, run_stage  # noqa: PLC0415
+    from medr3_jax.trainer.experiment import Experiment  # noqa: PLC0415
+    from medr3_jax.trainer.loop import run_stage  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as workdir:
         run_stage(Experiment(num_steps=steps + 1), workdir)  # step 0 compiles

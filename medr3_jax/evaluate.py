@@ -246,7 +246,7 @@ def _engine(args: argparse.Namespace, model: Decoder, tokenizer: Tokenizer, mesh
     retriever = None
     if retrieval:
         from medr3_jax.retrieval.retriever import Retriever  # noqa: PLC0415
-        from medr3_jax.trainer.loop import sample_index  # noqa: PLC0415
+        from medr3_jax.trainer.inputs import sample_index  # noqa: PLC0415
 
         retriever = Retriever(args.index_dir or sample_index(tokenizer), backend=args.retrieval, mesh=mesh)
     sampler = Sampler(model, tokenizer, stop_strings=protocol.stop_strings(retrieval=retrieval),

@@ -51,7 +51,7 @@ from medr3_jax.sharding.rules import (
     spec_for,
 )
 from medr3_jax.train import STAGES, parse_gin, run, stage_experiment
-from medr3_jax.trainer.loop import Experiment
+from medr3_jax.trainer.experiment import Experiment
 from medr3_jax.trainer.step import master_copy
 
 GiB = 2**30

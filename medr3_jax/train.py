@@ -24,13 +24,15 @@ from medr3_jax.rollout import RolloutConfig
 from medr3_jax.sampling import SamplingParams
 from medr3_jax.sharding import add_process_flags, initialize_from, is_primary
 from medr3_jax.trainer.checkpoints import CheckpointConfig
-from medr3_jax.trainer.loop import Experiment, refuse_remote_path, run_stage
+from medr3_jax.trainer.experiment import Experiment, refuse_remote_path
+from medr3_jax.trainer.loop import run_stage
 from medr3_jax.trainer.step import OptimizerConfig, UpdateConfig
+from medr3_jax.trainer.summary import SUMMARY_PNG, summarize_run
 
 log = logging.getLogger("medr3_jax.train")
 
 DEFAULT_WORKDIR = os.path.join("runs", "medr3")
-STAGES = ("stage1", "stage2", "stage3")
+STAGES = ("stage0", "stage1", "stage2", "stage3")  # stage0: the optional SFT cold start
 
 # The configurable surface: frozen config dataclasses and the entry point, nothing deeper.
 # external_configurable returns the gin-aware class; the stage is built through it.
@@ -67,6 +69,9 @@ def run(stages: Sequence[str] = ("stage3",), workdir: str = DEFAULT_WORKDIR) -> 
             with open(os.path.join(stage_dir, "operative_config.gin"), "w", encoding="utf-8") as fh:
                 fh.write(operative)
         done.append(run_stage(exp, workdir, operative_config=operative))
+    if is_primary():  # what the run changed: a before/after table on stdout, summary.md + summary.png
+        table = summarize_run(workdir, list(stages))
+        print(f"\nWhat the run changed ({os.path.join(workdir, SUMMARY_PNG)} has the curves):\n{table}", flush=True)
     return done
 
 

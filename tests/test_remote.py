@@ -14,7 +14,7 @@ from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from medr3_jax.remote import RemoteError, is_remote, stage
-from medr3_jax.trainer.loop import Experiment, refuse_remote_path, stage_remote_inputs
+from medr3_jax.trainer.experiment import Experiment, refuse_remote_path, stage_remote_inputs
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The results of an evaluation run: one row per dataset split (accuracy ± MIRAGE's std, searches
-per question, unreadable-answer rate, tokens per answer, failed questions), their average, as
-`results.json` and `results.md`, a PNG bar chart, and the side-by-side comparison of several runs.
+per question, unreadable-answer rate, format-valid rate, tokens per answer, failed questions),
+their average, as `results.json` and `results.md`, a PNG bar chart, and the side-by-side comparison of several runs.
 
     row = summarize_split("mirage", "medqa", predictions)
     write_results(out_dir, run_info, rows)          # results.json, results.md, accuracy.png
@@ -33,6 +33,7 @@ def summarize_split(dataset: str, split: str, predictions: Sequence[dict[str, An
         "std": math.sqrt(accuracy * (1 - accuracy) / n) if n else 0.0,
         "searches_per_question": mean([len(s["queries"]) for s in samples]),
         "unreadable_rate": mean([not s["readable"] for s in samples]),
+        "format_rate": mean([bool(s.get("format_ok")) for s in samples]),  # mc_eval has no protocol format: 0
         "tokens_per_answer": mean([s["sampled_tokens"] for s in samples]),
         "failed": sum("error" in p for p in predictions),
     }
@@ -46,19 +47,22 @@ def average_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "samples": sum(r["samples"] for r in rows),
             "accuracy": mean("accuracy"), "std": math.sqrt(sum(r["std"] ** 2 for r in rows)) / k if k else 0.0,
             "searches_per_question": mean("searches_per_question"), "unreadable_rate": mean("unreadable_rate"),
+            "format_rate": sum(r.get("format_rate", 0.0) for r in rows) / k if k else 0.0,
             "tokens_per_answer": mean("tokens_per_answer"), "failed": sum(r["failed"] for r in rows)}  # fmt: skip
 
 
 def results_table(rows: Sequence[dict[str, Any]]) -> str:
     """A markdown table, one line per split and the average."""
     lines = [
-        "| dataset | split | n | accuracy (%) | searches / question | unreadable (%) | tokens / answer | failed |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dataset | split | n | accuracy (%) | searches / question | unreadable (%) | format ok (%) | tokens / answer "
+        "| failed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['dataset']} | {r['split']} | {r['n']} | {100 * r['accuracy']:.1f} ± {100 * r['std']:.1f} | "
-            f"{r['searches_per_question']:.2f} | {100 * r['unreadable_rate']:.1f} | {r['tokens_per_answer']:.0f} | "
+            f"{r['searches_per_question']:.2f} | {100 * r['unreadable_rate']:.1f} | "
+            f"{100 * r.get('format_rate', 0.0):.1f} | {r['tokens_per_answer']:.0f} | "
             f"{r['failed']} |"
         )
     return "\n".join(lines) + "\n"

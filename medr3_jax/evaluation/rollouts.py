@@ -71,6 +71,7 @@ class Sample:
     grade: int  # Grade by rules
     correct: bool
     readable: bool  # an `<answer>` block was there
+    format_ok: bool  # the whole text is well formed under the protocol (its format reward's grammar)
     queries: list[str]
     retrieved_ids: list[str]
     response_tokens: int  # sampled + inserted
@@ -123,7 +124,8 @@ def evaluate_records(
         prompts += [prompts[0]] * (settings.batch_size - len(prompts))
         try:
             rollout = engine.run(prompts, params=settings.params, seed=settings.seed + b)
-            rows = [_prediction(r, rollout, i, settings.samples, engine.protocol, style) for i, r in enumerate(batch)]
+            rows = [_prediction(r, rollout, i, settings.samples, engine.protocol, style, engine.config.retrieval)
+                    for i, r in enumerate(batch)]  # fmt: skip
         except Exception as err:  # noqa: BLE001 -- a faulty batch is recorded and named, the run goes on
             log.error("batch of %s failed (%s: %s); its questions are recorded as failed",
                       [r.id for r in batch], type(err).__name__, err)  # fmt: skip
@@ -164,14 +166,15 @@ def _base(record: QARecord) -> dict[str, Any]:
 
 
 def _prediction(record: QARecord, rollout: Rollout, index: int, n: int, protocol: Protocol,
-                style: PromptStyle) -> dict[str, Any]:  # fmt: skip
+                style: PromptStyle, retrieval: bool) -> dict[str, Any]:  # fmt: skip
     samples = []
     for row in range(index * n, (index + 1) * n):
         text = rollout.prefixes[row] + rollout.texts[row]
         answer, grade, readable = grade_sample(record, text, protocol, letters_shown=style.question_form == "choices")
         sampled = int(rollout.loss_mask[row].sum())
         samples.append(Sample(text=text, answer=answer, grade=int(grade), correct=grade == Grade.SAME,
-                              readable=readable, queries=list(rollout.queries[row]),
+                              readable=readable, format_ok=protocol.format_score(text, retrieval=retrieval) == 1.0,
+                              queries=list(rollout.queries[row]),
                               retrieved_ids=list(rollout.retrieved_ids[row]),
                               response_tokens=int(rollout.response_lengths[row]), sampled_tokens=sampled,
                               stop=_stop_name(int(rollout.stop_reasons[row])),

@@ -106,6 +106,22 @@ class Rollout:
     def num_rows(self) -> int:
         return self.tokens.shape[0]
 
+    @property
+    def assistant_texts(self) -> list[str]:
+        """Each row's whole assistant text, prefix + response: what the rewards read."""
+        return [prefix + text for prefix, text in zip(self.prefixes, self.texts, strict=True)]
+
+    def metrics(self) -> dict[str, float]:
+        """The rollout's scalars for TensorBoard: `rollout/*` (the engine's stats, mean response
+        tokens, the share of rows with each flag) and `retrieval/*` (the search service's)."""
+        out = {f"rollout/{k}": float(v) for k, v in self.stats.items() if not k.startswith("retrieval")}
+        out |= {f"retrieval/{k.removeprefix('retrieval_')}": float(v) for k, v in self.stats.items()
+                if k.startswith("retrieval")}  # fmt: skip
+        out["rollout/response_tokens"] = float(self.response_lengths.mean())
+        for flag in (P.FLAG_BAD_SEARCH, P.FLAG_WROTE_DOCUMENT, P.FLAG_SEARCH_CAP, P.FLAG_RESPONSE_CAP, P.FLAG_LENGTH):
+            out[f"rollout/{flag}"] = float(np.mean([flag in f for f in self.flags]))
+        return out
+
 
 @dataclasses.dataclass
 class _Row:

@@ -13,6 +13,8 @@ from medr3_jax.trainer.checkpoints import (
     config_to_dict,
     final_checkpoint,
     load_params_from_checkpoint,
+    restore_target,
+    train_state,
 )
 from medr3_jax.trainer.metrics import MetricWriter, read_scalars, read_texts
 
@@ -31,4 +33,6 @@ __all__ = [
     "load_params_from_checkpoint",
     "read_scalars",
     "read_texts",
+    "restore_target",
+    "train_state",
 ]

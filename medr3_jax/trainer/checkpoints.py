@@ -1,15 +1,18 @@
 """Training checkpoints with orbax: exact resume, restore onto another mesh, params for export.
 
 A checkpoint step holds two items: "state", a pytree of arrays
-{"params": <Decoder params as a pure nested dict>, "opt_state": <optax state>, "rng": uint32
-key data}, and "meta", a JSON dict saying how to continue and how the run was made.
+{"params": <Decoder params as a pure nested dict>, "opt_state": <optax state>} (`train_state`;
+checkpoints written before 2026-12 also hold an "rng" item, which restore leaves unread: the
+loop derives every seed from the step), and "meta", a JSON dict saying how to continue and how
+the run was made (`checkpoint_meta`).
 
     ckpt = Checkpointer(f"{workdir}/{CHECKPOINT_SUBDIR}", CheckpointConfig(every_steps=50))
     meta = checkpoint_meta(step=step, stage="reasoning", data_position=pos, model_config=cfg,
                            tokenizer=tok.path, operative_config=gin.operative_config_str())
-    ckpt.save(step, {"params": params, "opt_state": opt_state, "rng": key_data}, meta)
+    ckpt.save(step, train_state(params, opt_state), meta)
     ...
-    state, meta = ckpt.restore(abstract_state=abstract_train_state(cfg, tx, mesh))
+    state, meta = ckpt.restore(abstract_state=restore_target(train_state(params, opt_state)))
+    state, meta = ckpt.restore(abstract_state=abstract_train_state(cfg, tx, mesh))  # no live state
     model, meta = load_params_from_checkpoint(final_checkpoint(stage1_workdir))   # next stage
 
 Layout on disk (orbax): `<dir>/<step>/state/...`, `<dir>/<step>/meta/...`. Every process calls
@@ -118,7 +121,18 @@ def checkpoint_meta(
     }
 
 
-# ---- abstract state (restore targets) -------------------------------------------------------
+# ---- state and restore targets -----------------------------------------------------------
+def train_state(params: nnx.State, opt_state: Any) -> dict[str, Any]:
+    """The "state" item of a checkpoint: the params as a pure nested dict and the optimizer state."""
+    return {"params": params.to_pure_dict(), "opt_state": opt_state}
+
+
+def restore_target(state: Any) -> Any:
+    """The restore target of a live state (e.g. `train_state` of a fresh trainer): each leaf's
+    shape, dtype and sharding, so the restored arrays land where the live ones are."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
 def nest_params(flat: Mapping[str, Any]) -> dict[str, Any]:
     """{'layers/q_proj': x, ...} -> {'layers': {'q_proj': x}, ...} (the `nnx.to_pure_dict` shape)."""
     tree: dict[str, Any] = {}
@@ -146,9 +160,9 @@ def abstract_params(config: ModelConfig, shardings: Mapping[str, jax.sharding.Sh
 def abstract_train_state(
     config: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh | None = None
 ) -> dict[str, Any]:
-    """The restore target for `Checkpointer.restore`: params and optimizer state sharded by the
-    decoder rules on `mesh` (the optimizer's per-param leaves follow their param; counts are
-    replicated), rng key data replicated. Without a mesh everything lives on device 0."""
+    """The restore target for `Checkpointer.restore` without a live state: params and optimizer
+    state sharded by the decoder rules on `mesh` (the optimizer's per-param leaves follow their
+    param; counts are replicated). Without a mesh everything lives on device 0."""
     replicated = SingleDeviceSharding(jax.devices()[0]) if mesh is None else NamedSharding(mesh, PartitionSpec())
 
     def place(tree: Any) -> Any:
@@ -156,13 +170,7 @@ def abstract_train_state(
         return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
     params = place(abstract_params(config))
-    opt_state = place(jax.eval_shape(tx.init, params))
-    rng = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
-    return {
-        "params": params,
-        "opt_state": opt_state,
-        "rng": jax.ShapeDtypeStruct(rng.shape, rng.dtype, sharding=replicated),
-    }
+    return {"params": params, "opt_state": place(jax.eval_shape(tx.init, params))}
 
 
 def _check_abstract(tree: Any) -> None:
@@ -248,7 +256,7 @@ class Checkpointer:
             raise TypeError(f"checkpoint meta for step {step} is not JSON-able: {err}") from None
         saved = self._manager.save(
             step,
-            args=ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state), _META: ocp.args.JsonSave(meta)}),
+            args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeSave(state), _META: ocp.args.JsonSave(meta)}),
             force=True,
         )
         if saved:
@@ -288,11 +296,14 @@ class Checkpointer:
     def restore(self, step: int | None = None, *, abstract_state: Any) -> TrainCheckpoint:
         """State and meta of `step` (default: latest). `abstract_state` is a pytree of
         `jax.ShapeDtypeStruct` with `.sharding` set, in the saved structure: arrays land on those
-        shardings, whatever mesh wrote them (see `abstract_train_state`)."""
+        shardings, whatever mesh wrote them (see `restore_target`, `abstract_train_state`). Saved
+        entries the target leaves out are not read (an older checkpoint's "rng")."""
         _check_abstract(abstract_state)
         step = self._resolve(step)
         self._check_items(step, (_STATE, _META))
-        args = ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract_state), _META: ocp.args.JsonRestore()})
+        state = ocp.args.PyTreeRestore(item=abstract_state, partial_restore=True,
+                                       restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))  # fmt: skip
+        args = ocp.args.Composite(**{_STATE: state, _META: ocp.args.JsonRestore()})
         try:
             out = self._manager.restore(step, args=args)
         except Exception as err:

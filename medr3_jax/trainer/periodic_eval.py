@@ -6,6 +6,7 @@ prompt, with the weights of the moment) every N steps, at the end, and before th
                                     every=10, before_train=True, num_steps=100, run={"stage": "stage3"})
     if evaluation.due(step) and not evaluation.finished(step):
         metrics = evaluation.run(step)      # eval/* scalars; `evaluation.best` follows the accuracy
+    evaluation.run_if_due(step, checkpointer, writer)   # the same, from the trainer: scalars + best kept
 
 "Step N" is the weights after N updates, the ones checkpoint N holds. Each evaluation goes to
 `<directory>/step_<N>/` as the `python -m medr3_jax.evaluate` CLI writes a run (predictions per
@@ -32,6 +33,8 @@ from medr3_jax.evaluation.report import RESULTS_JSON, average_row, summarize_spl
 from medr3_jax.evaluation.rollouts import EvalSettings, evaluate_records
 from medr3_jax.rollout import RolloutEngine
 from medr3_jax.sharding import is_primary, sync
+from medr3_jax.trainer.checkpoints import Checkpointer
+from medr3_jax.trainer.metrics import MetricWriter
 
 log = logging.getLogger("medr3_jax.train")
 
@@ -109,14 +112,29 @@ class PeriodicEvaluation:
                  time.perf_counter() - started)  # fmt: skip
         return eval_metrics(rows, average)
 
+    def run_if_due(self, step: int, checkpointer: Checkpointer, writer: MetricWriter) -> None:
+        """The trainer's call before each step and after the last: evaluates the weights after
+        `step` updates (checkpoint `step`, when step >= 1) if due and not finished by an earlier
+        run, writes the eval/* scalars at `step`, and keeps a new best checkpoint."""
+        if not self.due(step) or self.finished(step):
+            return
+        writer.scalars(step, self.run(step, checkpoint=checkpointer.step_dir(step) if step else None))
+        self.protect_best(checkpointer)
+
+    def protect_best(self, checkpointer: Checkpointer) -> None:
+        """Keeps the best step's checkpoint beside the newest `CheckpointConfig.keep`."""
+        if self.best is not None:
+            checkpointer.keep_also([self.best["step"]])
+
 
 def eval_metrics(rows: Sequence[Mapping[str, Any]], average: Mapping[str, Any]) -> dict[str, float]:
-    """The eval/* scalars: the average's accuracy, searches, unreadable rate, tokens and failed
-    count, and each split's accuracy as eval/<dataset>_<split>/accuracy."""
+    """The eval/* scalars: the average's accuracy, searches, unreadable and format-valid rates,
+    tokens and failed count, and each split's accuracy as eval/<dataset>_<split>/accuracy."""
     out = {
         "eval/accuracy": float(average["accuracy"]),
         "eval/searches_per_question": float(average["searches_per_question"]),
         "eval/unreadable_rate": float(average["unreadable_rate"]),
+        "eval/format_rate": float(average["format_rate"]),
         "eval/tokens_per_answer": float(average["tokens_per_answer"]),
         "eval/failed": float(average["failed"]),
     }

@@ -5,6 +5,10 @@ inside it), sharded over the mesh, that skips non-finite updates.
     metrics = policy.update(batch, advantages)     # epochs x minibatches optimizer updates
     sampler.update_params(policy.sampler_params())
 
+`PolicyTrainer(..., objective="nll")` trains by the mean negative log-likelihood of the
+loss-mask tokens instead (the supervised cold start, `trainer.sft`), with the same accumulation,
+sharding, master weights and non-finite skip.
+
 The trainer keeps f32 master weights (`OptimizerConfig.master_dtype`) when the model's are
 narrower: AdamW moves each weight by about the learning rate (Med-R3: 1e-6), far below the
 spacing of bfloat16 numbers near typical weights (about 1e-4 at 0.03), so bf16 weights updated
@@ -32,9 +36,10 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from medr3_jax.models.transformer import Decoder
-from medr3_jax.rl import PolicyLossConfig, policy_loss, token_logprobs_and_entropy
+from medr3_jax.rl import PolicyLossConfig, aggregate, policy_loss, token_logprobs_and_entropy
 from medr3_jax.sharding.distributed import to_host
 from medr3_jax.sharding.rules import batch_spec, fit_spec
+from medr3_jax.trainer.checkpoints import train_state
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +160,14 @@ class PolicyTrainer:
         mesh: Mesh | None = None,
         *,
         temperature: float = 1.0,
+        objective: Literal["policy", "nll"] = "policy",
     ):
         if temperature < 0:
             raise ValueError(f"PolicyTrainer temperature must be >= 0 (0 = greedy, scored as 1), got {temperature}")
+        if objective not in ("policy", "nll"):
+            raise ValueError(f"PolicyTrainer objective={objective!r}: expected 'policy' or 'nll'")
         self.temperature = float(temperature) or 1.0
+        self.objective = objective
         self.graphdef, params = nnx.split(model)
         self.model_dtypes = jax.tree.map(lambda x: x.dtype, params)  # what the sampler gets
         self.params = master_copy(params, optimizer.master_dtype)
@@ -174,6 +183,9 @@ class PolicyTrainer:
     def _loss(self, params, batch: TrainBatch, weight: jax.Array):
         model = nnx.merge(self.graphdef, params)
         logp, entropy = sequence_logprobs(model, batch, self.temperature)
+        if self.objective == "nll":  # supervised: mean negative log-likelihood of the loss-mask tokens
+            nll = aggregate(-logp, batch.loss_mask.astype(jnp.float32), "token-mean")
+            return nll * weight, {"loss/nll": nll}
         cfg = self.update_config.loss
         loss, metrics = policy_loss(
             logp, batch.old_logprobs, batch.advantages, batch.loss_mask, cfg,
@@ -223,6 +235,16 @@ class PolicyTrainer:
             return self.params
         return self._to_model_dtypes(self.params)
 
+    def state(self) -> dict:
+        """The checkpoint's "state" item: master weights and optimizer state."""
+        return train_state(self.params, self.opt_state)
+
+    def load_state(self, state: dict) -> None:
+        """Takes a restored "state" item (in `restore_target(self.state())`'s structure)."""
+        params = self.params
+        nnx.replace_by_pure_dict(params, state["params"])
+        self.params, self.opt_state = params, state["opt_state"]
+
     def set_reference(self, params: nnx.State) -> None:
         """Freezes a copy of `params` (same shardings) as π_ref of the KL term; the update's
         donated buffers never alias it. Costs one more set of parameters in device memory."""
@@ -257,9 +279,9 @@ class PolicyTrainer:
         micro = cfg.micro_batch or size
         if size % micro:
             raise ValueError(f"minibatch of {size} rows does not split into micro_batch={micro} rows")
-        if cfg.recompute_old_logprobs:
+        if cfg.recompute_old_logprobs and self.objective == "policy":
             batch = dataclasses.replace(batch, old_logprobs=to_host(self._logprobs(self.params, self.put(batch))))
-        if cfg.loss.kl_coef > 0:
+        if cfg.loss.kl_coef > 0 and self.objective == "policy":
             if self.reference is None:
                 raise ValueError(
                     f"PolicyLossConfig.kl_coef={cfg.loss.kl_coef} > 0 but no reference: call set_reference"
@@ -278,7 +300,8 @@ class PolicyTrainer:
                 history.append(metrics)
         out = {k: float(np.mean([float(m[k]) for m in history])) for k in history[0]}
         out["train/skipped"] = float(sum(float(m["train/skipped"]) for m in history))
-        out["train/logprob_mismatch"] = float(history[0]["train/logprob_mismatch"])  # before any update
+        if "train/logprob_mismatch" in history[0]:
+            out["train/logprob_mismatch"] = float(history[0]["train/logprob_mismatch"])  # before any update
         out["train/updates"] = float(len(history))
         if out["train/skipped"]:
             log.warning("skipped %d non-finite update(s) of %d", int(out["train/skipped"]), len(history))
@@ -287,7 +310,7 @@ class PolicyTrainer:
     def _micro_weights(self, loss_mask: np.ndarray, micro: int) -> np.ndarray:
         """Each micro-batch's share of the minibatch loss: tokens for token-mean, rows else."""
         pieces = loss_mask.reshape(-1, micro, loss_mask.shape[-1])
-        if self.update_config.loss.aggregation == "token-mean":
+        if self.objective == "nll" or self.update_config.loss.aggregation == "token-mean":
             counts = pieces.sum(axis=(1, 2)).astype(np.float32)
         else:
             counts = np.full(len(pieces), micro, np.float32)

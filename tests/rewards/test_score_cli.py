@@ -111,7 +111,8 @@ def test_a_runs_audit_file_rescored_by_the_cli_gives_the_logged_rewards(tmp_path
     from medr3_jax.rollout.audit import write_audit  # noqa: PLC0415
     from medr3_jax.rollout.engine import DOCUMENT, PROMPT, SAMPLED, Rollout  # noqa: PLC0415
     from medr3_jax.sampling import StopReason  # noqa: PLC0415
-    from medr3_jax.trainer.loop import Experiment, score_rollout  # noqa: PLC0415
+    from medr3_jax.trainer.experiment import Experiment  # noqa: PLC0415
+    from medr3_jax.trainer.loop import score_rollout  # noqa: PLC0415
 
     record = QARecord(id="q7", dataset="medqa", question="Which organ makes insulin?",
                       options={"A": "Liver", "B": "Pancreas"}, answer="B", answer_text="Pancreas")  # fmt: skip

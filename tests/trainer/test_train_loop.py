@@ -17,7 +17,8 @@ from medr3_jax.rl import PolicyLossConfig
 from medr3_jax.rollout import RolloutConfig
 from medr3_jax.trainer import Checkpointer, load_params_from_checkpoint, read_scalars
 from medr3_jax.trainer.checkpoints import CheckpointConfig
-from medr3_jax.trainer.loop import Experiment, run_stage
+from medr3_jax.trainer.experiment import Experiment
+from medr3_jax.trainer.loop import run_stage
 from medr3_jax.trainer.step import OptimizerConfig, UpdateConfig
 from tests.trainer.train_cli import GIN_DIR, start_one_process
 

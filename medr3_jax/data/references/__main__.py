@@ -145,7 +145,7 @@ def _sample_index(args: argparse.Namespace, teacher_model) -> str:
     if not args.sample:
         raise ValueError("no --index_dir: give the retrieval index the teacher searches (or --sample)")
     from medr3_jax.models.tokenizers import byte_tokenizer  # noqa: PLC0415
-    from medr3_jax.trainer.loop import sample_index  # noqa: PLC0415
+    from medr3_jax.trainer.inputs import sample_index  # noqa: PLC0415
 
     return sample_index(teacher_model[1] if teacher_model else byte_tokenizer())
 
