@@ -26,6 +26,7 @@ from medr3_jax.data.prompts import shown_question
 from medr3_jax.data.records import QARecord
 from medr3_jax.data.references import Reference
 from medr3_jax.models.loading import backend_overrides, load_model
+from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.rewards import GraphReward, Judge, Outcome, Scored, score_outcomes
 from medr3_jax.rewards.shared_judge import ProcessShardedJudge
 from medr3_jax.rl import group_advantages
@@ -45,6 +46,7 @@ from medr3_jax.trainer.inputs import (
     train_records,
 )
 from medr3_jax.trainer.metrics import MetricWriter
+from medr3_jax.trainer.periodic_eval import PeriodicEvaluation
 from medr3_jax.trainer.step import PolicyTrainer, TrainBatch
 
 log = logging.getLogger("medr3_jax.train")
@@ -127,16 +129,35 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
         log.info("[%s] step %d: reward %.3f, answer %.3f, searches/row %.2f, loss %.4f, %.1fs", exp.stage, step,
                  metrics["reward/total"], metrics.get("reward/answer", float("nan")),
                  metrics["rollout/searches_per_row"], metrics["loss/total"], metrics["perf/step_seconds"])  # fmt: skip
-        meta = checkpoint_meta(
-            step=step + 1,
-            stage=exp.stage,
+        save_step(
+            exp,
+            step + 1,
+            checkpointer,
+            policy,
+            evaluation,
             data_position=stream.position,  # checkpoint
-            model_config=model.config,
-            tokenizer=tokenizer.path,
+            model=model,
+            tokenizer=tokenizer,
             operative_config=operative_config,
         )
-        due = step + 1 == exp.num_steps or (evaluation is not None and evaluation.due(step + 1))
-        checkpointer.save(step + 1, policy.state(), meta, force=due)
+    return end_stage(exp, checkpointer, writer, evaluation)
+
+
+def save_step(exp: Experiment, step: int, checkpointer: Checkpointer, policy: PolicyTrainer,
+              evaluation: PeriodicEvaluation | None, *, data_position: int, model, tokenizer: Tokenizer,
+              operative_config: str) -> None:  # fmt: skip
+    """Checkpoint `step` (the weights after `step` updates) when due; always after the last step
+    and before an evaluation, so that an evaluated step has its checkpoint."""
+    meta = checkpoint_meta(step=step, stage=exp.stage, data_position=data_position, model_config=model.config,
+                           tokenizer=tokenizer.path, operative_config=operative_config)  # fmt: skip
+    due = step == exp.num_steps or (evaluation is not None and evaluation.due(step))
+    checkpointer.save(step, policy.state(), meta, force=due)
+
+
+def end_stage(exp: Experiment, checkpointer: Checkpointer, writer: MetricWriter,
+              evaluation: PeriodicEvaluation | None) -> str:  # fmt: skip
+    """The evaluation after the last step (when due), then the last save committed and the files
+    closed; returns the stage's checkpoint directory."""
     if evaluation is not None:
         evaluation.run_if_due(exp.num_steps, checkpointer, writer)
     checkpointer.wait()

@@ -36,9 +36,10 @@ from medr3_jax.models.loading import backend_overrides, load_model
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.sampling import Sampler
 from medr3_jax.sharding import make_mesh, param_shardings
-from medr3_jax.trainer.checkpoints import Checkpointer, checkpoint_meta
+from medr3_jax.trainer.checkpoints import Checkpointer
 from medr3_jax.trainer.experiment import Experiment, stage_remote_inputs
 from medr3_jax.trainer.inputs import open_retriever, reference_path, stage_evaluation, start_policy, train_records
+from medr3_jax.trainer.loop import end_stage, save_step
 from medr3_jax.trainer.metrics import MetricWriter
 from medr3_jax.trainer.step import PolicyTrainer, TrainBatch
 
@@ -202,20 +203,15 @@ def run_sft_stage(exp: Experiment, workdir: str, *, operative_config: str = "") 
         writer.scalars(step, metrics)
         log.info("[%s] step %d: nll %.4f, epoch %d, %.1fs", exp.stage, step, metrics["loss/nll"], epoch,
                  metrics["perf/step_seconds"])  # fmt: skip
-        meta = checkpoint_meta(
-            step=step + 1,
-            stage=exp.stage,
+        save_step(
+            exp,
+            step + 1,
+            checkpointer,
+            policy,
+            evaluation,
             data_position=(step + 1) * exp.prompts_per_step,
-            model_config=model.config,
-            tokenizer=tokenizer.path,
+            model=model,
+            tokenizer=tokenizer,
             operative_config=operative_config,
         )
-        due = step + 1 == exp.num_steps or (evaluation is not None and evaluation.due(step + 1))
-        checkpointer.save(step + 1, policy.state(), meta, force=due)
-    if evaluation is not None:
-        evaluation.run_if_due(exp.num_steps, checkpointer, writer)
-    checkpointer.wait()
-    checkpointer.close()
-    writer.close()
-    log.info("[%s] done: checkpoints in %s", exp.stage, checkpointer.directory)
-    return checkpointer.directory
+    return end_stage(exp, checkpointer, writer, evaluation)
