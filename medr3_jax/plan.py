@@ -351,15 +351,16 @@ def resolve_index(exp: Experiment, rows: int | None, dim: int | None) -> tuple[i
         lines = sum(_line_count(f) for f in chunk_files([assets.sample_corpus_dir()]))
         with open(os.path.join(assets.minilm_dir(), "config.json"), encoding="utf-8") as fh:
             return lines, json.load(fh)["hidden_size"]
-    manifest = os.path.join(os.path.expanduser(exp.index_dir), "manifest.json")
-    if not os.path.isfile(manifest):
+    from medr3_jax.retrieval.store import IndexManifest  # noqa: PLC0415
+
+    index_dir = os.path.expanduser(exp.index_dir)
+    if not IndexManifest.exists(index_dir):
         raise ValueError(
             f"{exp.stage}: Experiment.index_dir = {exp.index_dir!r} has no manifest.json here; "
             "pass --index_rows N --index_dim D (the corpus's passages and the encoder's width)"
         )
-    with open(manifest, encoding="utf-8") as fh:
-        meta = json.load(fh)
-    return int(meta.get("count") or max((s["rows"][1] for s in meta["shards"]), default=0)), int(meta["dim"])
+    manifest = IndexManifest.read(index_dir)
+    return manifest.num_rows, int(manifest.dim)
 
 
 def _line_count(path: str) -> int:

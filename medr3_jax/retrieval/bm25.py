@@ -1,78 +1,153 @@
-"""BM25 lexical search and reciprocal-rank fusion, as MedRAG combines retrievers.
+"""BM25 lexical search on `bm25s` (scores precomputed into a sparse matrix, saved once into the
+index directory and loaded memory-mapped), and reciprocal-rank fusion, as MedRAG combines
+retrievers.
 
-index = BM25Index.build([p.contents for p in passages])   # k1=0.9, b=0.4: Lucene/pyserini defaults
-rows, scores = index.search("troponin myocardial infarction", k=10)
-fused = reciprocal_rank_fusion([dense_ids, bm25_ids], k=5, rrf_k=60)
+    index = BM25Index.build(texts)                   # or BM25Index.open(index_dir, store.iter_contents)
+    rows, scores = index.search(["troponin myocardial infarction"], k=10)
+    fused = reciprocal_rank_fusion([dense_ids, bm25_ids], k=5, rrf_k=60)
+
+As MedRAG searches (its `Retriever` in src/utils.py: pyserini's `LuceneSearcher` with its defaults
+over the chunks' `contents`): k1 0.9, b 0.4, Lucene's scoring
+    score(q, d) = sum over query terms t (with their count in q) of
+                  idf(t) * tf / (tf + k1 (1 - b + b |d| / avgdl)),  idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5)),
+and an analysis close to Lucene's EnglishAnalyzer: lower-cased word tokens, Lucene's 33 English
+stop words, the Porter stemmer (PyStemmer). Lucene's StandardTokenizer splits a few strings
+(hyphens, apostrophes) differently, so ranks agree closely with pyserini's, not exactly.
 """
 
 from __future__ import annotations
 
-import collections
-import dataclasses
-import math
-import re
-from typing import Hashable, Sequence
+import json
+import logging
+import os
+import shutil
+from typing import Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+log = logging.getLogger("medr3_jax.retrieval")
+
+BM25_DIR = "bm25"
+# org.apache.lucene.analysis.en.EnglishAnalyzer.ENGLISH_STOP_WORDS_SET
+LUCENE_STOP_WORDS = (
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no", "not",
+    "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was",
+    "will", "with",
+)  # fmt: skip
+TOKEN_PATTERN = r"(?u)\b\w+\b"
+SETTINGS_FILE = "medr3_bm25.json"
 
 
-def bm25_terms(text: str) -> list[str]:
-    """Lower-cased word tokens (letters, digits, underscore)."""
-    return _WORD.findall(text.lower())
-
-
-@dataclasses.dataclass(frozen=True)
 class BM25Index:
-    """An inverted index: term -> (row ids, term frequencies), plus row lengths.
+    """A bm25s index with this module's analysis; `search` breaks score ties by the lower row."""
 
-    Score(q, d) = sum over query terms t of idf(t) * tf (k1 + 1) / (tf + k1 (1 - b + b |d| / avgdl)),
-    idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5)) (Lucene's non-negative form).
-    """
+    def __init__(self, model, *, k1: float, b: float):
+        import Stemmer  # noqa: PLC0415 (PyStemmer)
 
-    postings: dict[str, tuple[np.ndarray, np.ndarray]]
-    lengths: np.ndarray
-    k1: float = 0.9
-    b: float = 0.4
+        self.model, self.k1, self.b = model, k1, b
+        self._stemmer = Stemmer.Stemmer("porter")
+
+    def terms(self, text: str) -> list[str]:
+        """The analysed terms of a text, in order (stems of the non-stop-word tokens)."""
+        return _tokenize([text], self._stemmer)[0]
 
     @classmethod
-    def build(cls, texts: Sequence[str], *, k1: float = 0.9, b: float = 0.4) -> BM25Index:
-        rows: dict[str, list[int]] = collections.defaultdict(list)
-        freqs: dict[str, list[int]] = collections.defaultdict(list)
-        lengths = np.zeros(len(texts), np.float32)
-        for row, text in enumerate(texts):
-            terms = collections.Counter(bm25_terms(text))
-            lengths[row] = sum(terms.values())
-            for term, tf in terms.items():
-                rows[term].append(row)
-                freqs[term].append(tf)
-        postings = {t: (np.asarray(rows[t], np.int64), np.asarray(freqs[t], np.float32)) for t in rows}
-        return cls(postings=postings, lengths=lengths, k1=k1, b=b)
+    def build(cls, texts: Iterable[str], *, k1: float = 0.9, b: float = 0.4) -> BM25Index:
+        import bm25s  # noqa: PLC0415
+        import Stemmer  # noqa: PLC0415
+
+        model = bm25s.BM25(k1=k1, b=b, method="lucene")
+        model.index(_tokenize(texts, Stemmer.Stemmer("porter")), show_progress=False)
+        return cls(model, k1=k1, b=b)
+
+    def save(self, directory: str) -> None:
+        """Into `directory` (replaced whole, through a temporary sibling: never half written)."""
+        tmp = f"{directory}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save(tmp, show_progress=False)
+        with open(os.path.join(tmp, SETTINGS_FILE), "w", encoding="utf-8") as fh:
+            json.dump(_settings(self.k1, self.b), fh)
+        shutil.rmtree(directory, ignore_errors=True)
+        os.replace(tmp, directory)
+
+    @classmethod
+    def load(cls, directory: str) -> BM25Index:
+        """Memory-mapped: the score matrix stays on disk until a query touches it."""
+        import bm25s  # noqa: PLC0415
+
+        with open(os.path.join(directory, SETTINGS_FILE), encoding="utf-8") as fh:
+            settings = json.load(fh)
+        model = bm25s.BM25.load(directory, mmap=True, show_progress=False)
+        return cls(model, k1=settings["k1"], b=settings["b"])
+
+    @classmethod
+    def open(cls, index_dir: str, texts: Callable[[], Iterable[str]], *, k1: float = 0.9, b: float = 0.4,
+             cache_dir: str | None = None) -> BM25Index:  # fmt: skip
+        """The index saved in `<index_dir>/bm25`, built from `texts()` the first time (the
+        passages' contents in row order). A read-only index directory keeps it in `cache_dir`."""
+        directory = os.path.join(index_dir, BM25_DIR)
+        if not _matches(directory, k1, b) and cache_dir is not None and not os.access(index_dir, os.W_OK):
+            directory = cache_dir
+        if _matches(directory, k1, b):
+            return cls.load(directory)
+        log.info("building the BM25 index into %s (once)", directory)
+        index = cls.build(texts(), k1=k1, b=b)
+        index.save(directory)
+        return cls.load(directory)
 
     @property
     def num_rows(self) -> int:
-        return len(self.lengths)
+        return int(self.model.scores["num_docs"])
 
     def scores(self, query: str) -> np.ndarray:
-        """BM25 score of every row [N] for one query (repeated query terms count once, as Lucene)."""
-        out = np.zeros(self.num_rows, np.float32)
-        avgdl = float(self.lengths.mean()) if self.num_rows else 0.0
-        for term in dict.fromkeys(bm25_terms(query)):
-            if term not in self.postings:
-                continue
-            rows, tf = self.postings[term]
-            idf = math.log(1 + (self.num_rows - len(rows) + 0.5) / (len(rows) + 0.5))
-            norm = self.k1 * (1 - self.b + self.b * self.lengths[rows] / avgdl)
-            out[rows] += idf * tf * (self.k1 + 1) / (tf + norm)
-        return out
+        """BM25 score of every row [N] for one query."""
+        ids = [self.model.vocab_dict[t] for t in self.terms(query) if t in self.model.vocab_dict]
+        if not ids:
+            return np.zeros(self.num_rows, np.float32)
+        return np.asarray(self.model.get_scores_from_ids(ids), np.float32)
 
-    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (row ids, scores), best first; ties broken by lower row id."""
-        scores = self.scores(query)
+    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows [Q, k] and scores [Q, k] per query, best first, ties to the lower row."""
         k = min(k, self.num_rows)
-        order = np.lexsort((np.arange(self.num_rows), -scores))[:k]
-        return order, scores[order]
+        out = [_top_k(self.scores(q), k) for q in queries]
+        return (np.stack([r for r, _ in out]) if out else np.zeros((0, k), np.int64),
+                np.stack([s for _, s in out]) if out else np.zeros((0, k), np.float32))  # fmt: skip
+
+
+def _settings(k1: float, b: float) -> dict:
+    return {"k1": k1, "b": b, "method": "lucene", "stemmer": "porter", "stopwords": "lucene_english",
+            "token_pattern": TOKEN_PATTERN}  # fmt: skip
+
+
+def _matches(directory: str, k1: float, b: float) -> bool:
+    path = os.path.join(directory, SETTINGS_FILE)
+    if not os.path.exists(path):
+        return False
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh) == _settings(k1, b)
+
+
+def _tokenize(texts: Iterable[str], stemmer) -> list[list[str]]:
+    import bm25s  # noqa: PLC0415
+
+    texts = list(texts)
+    if not texts:
+        return []
+    return bm25s.tokenize(texts, lower=True, token_pattern=TOKEN_PATTERN, stopwords=list(LUCENE_STOP_WORDS),
+                          stemmer=stemmer, return_ids=False, show_progress=False)  # fmt: skip
+
+
+def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best rows, by score then lower row, without sorting all N."""
+    n = len(scores)
+    if k >= n:
+        rows = np.arange(n)
+    else:
+        kth = np.partition(scores, n - k)[n - k]  # the k-th largest score
+        above = np.flatnonzero(scores > kth)
+        rows = np.concatenate([above, np.flatnonzero(scores == kth)[: k - len(above)]])
+    rows = rows[np.lexsort((rows, -scores[rows]))]
+    return rows.astype(np.int64), scores[rows].astype(np.float32)
 
 
 def reciprocal_rank_fusion(

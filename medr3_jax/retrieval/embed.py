@@ -6,10 +6,18 @@
 Writes, per shard of `--shard_rows` passages: `table_XXXXX.npy` ([rows, D], float16 or
 bfloat16), `passages_XXXXX.jsonl` (id, title, contents) and, with a policy tokenizer,
 `tokens_XXXXX.npy` ([rows, passage_tokens] int32, pad-filled) + `lengths_XXXXX.npy`, so the
-rollout never re-tokenises. `manifest.json` lists the shards with their row ranges, the
-encoder, dim, dtype, count and a corpus checksum. Each shard is written atomically and
-recorded in the manifest as it completes: an interrupted run resumes at the first missing
-shard and gives byte-identical files.
+rollout never re-tokenises, and the random-access files of `retrieval.store` (line offsets, ids,
+the sorted id index). `manifest.json` (`store.IndexManifest`) lists the shards with their row
+ranges, the encoder, dim, dtype, count and a corpus checksum. Each shard's table is written
+last, atomically: an interrupted run redoes only the shards without one and gives
+byte-identical files.
+
+Across processes or hosts that share the output directory, each embeds every N-th shard:
+
+    python -m medr3_jax.retrieval.embed ... --num_processes 4 --process_id 0   # on host 0, etc.
+
+(with `--coordinator_address` or on a TPU pod, JAX's own process numbering); the process that
+finishes last writes the manifest. A line per shard gives the throughput and an ETA.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Any, Iterator, Sequence
 
 import jax
@@ -34,6 +43,7 @@ from jax.sharding import NamedSharding
 from medr3_jax.models.encoder import ENCODER_STYLES, BertEncoder, encoder_inputs, load_encoder, load_encoder_tokenizer
 from medr3_jax.protocol import scrub_passage
 from medr3_jax.retrieval.corpus import Passage, chunk_files, read_chunks
+from medr3_jax.retrieval.store import MANIFEST, IndexManifest, Shard, shard_done, write_id_index, write_shard
 
 log = logging.getLogger("medr3_jax.retrieval.embed")
 DTYPES = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
@@ -57,13 +67,6 @@ class EmbedSettings:
 def _shards(passages: Iterator[Passage], rows: int) -> Iterator[list[Passage]]:
     while shard := list(itertools.islice(passages, rows)):
         yield shard
-
-
-def _atomic_save(path: str, write) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        write(fh)
-    os.replace(tmp, path)
 
 
 class _Embedder:
@@ -113,44 +116,78 @@ def embed_corpus(
     max_shards: int | None = None,
     query_encoder_dir: str | None = None,
     style: str | None = None,
-) -> dict[str, Any]:
-    """Embeds every passage; returns the manifest. `max_shards` stops early (a partial run).
+    process_index: int = 0,
+    process_count: int = 1,
+) -> IndexManifest:
+    """Embeds this process's shards; returns the manifest (complete once every shard is done).
+
+    Shard i belongs to process i % process_count: every process reads the whole corpus (for
+    the row ranges and the checksum) and embeds only its own shards, skipping those already
+    written (resume per shard). The process that finds every shard done writes the id index
+    and the final manifest, so N processes give the files one process gives, byte for byte.
+    `max_shards` stops after that many shards written (a partial run).
 
     query_encoder_dir: a separate query encoder (MedCPT's Query-Encoder beside its
     Article-Encoder), recorded in the manifest for the Retriever; default: `encoder_dir`.
     style: a preset of `ENCODER_STYLES` (pooling, normalisation, prefixes) applied to both
     encoders, for checkpoints without sentence-transformers files (MedCPT, BGE, e5).
     """
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process {process_index} of {process_count}: expected 0 <= process_id < num_processes")
     os.makedirs(out_dir, exist_ok=True)
     encoder = load_encoder(encoder_dir, **style_overrides(style))
     tokenizer = load_encoder_tokenizer(encoder_dir)
     embedder = _Embedder(encoder, tokenizer, settings, mesh)
-    manifest_file = os.path.join(out_dir, "manifest.json")
-    manifest = _load_manifest(manifest_file, encoder_dir, settings, query_encoder_dir or encoder_dir, style)
-    done = {s["index"] for s in manifest["shards"]}
-    checksum, count = hashlib.sha256(), 0
+    fresh = IndexManifest(encoder=os.path.abspath(encoder_dir), style=style, dtype=settings.dtype,
+                          query_encoder=os.path.abspath(query_encoder_dir or encoder_dir),
+                          settings=dataclasses.asdict(settings), dim=encoder.config.hidden_size)  # fmt: skip
+    _check_or_start(out_dir, fresh)
+    checksum, count, shards, written, written_rows = hashlib.sha256(), 0, [], 0, 0
     total = sum(_line_count(f) for f in chunk_files(corpus))
+    mine = -(-total // settings.shard_rows)  # shards of this process still to write, for the ETA
+    mine = sum(1 for i in range(mine) if i % process_count == process_index)
     progress = tqdm.tqdm(total=total, unit="passages", desc="embed", disable=None)
-    for index, shard in enumerate(_shards(read_chunks(corpus), settings.shard_rows)):
-        for p in shard:
+    started = time.perf_counter()
+    for index, passages in enumerate(_shards(read_chunks(corpus), settings.shard_rows)):
+        for p in passages:
             checksum.update(p.id.encode() + b"\0" + p.contents.encode() + b"\0")
-        rows = (count, count + len(shard))
-        count += len(shard)
-        if index in done:
-            progress.update(len(shard))
+        shard = Shard(index, (count, count + len(passages)))
+        shards.append(shard)
+        count += len(passages)
+        progress.update(len(passages))
+        if index % process_count != process_index:
             continue
-        if max_shards is not None and len(manifest["shards"]) >= max_shards:
+        if shard_done(out_dir, shard):
+            mine -= 1
+            continue
+        if max_shards is not None and written >= max_shards:
             log.info("stopping after %d shards (max_shards)", max_shards)
-            return manifest
-        _write_shard(out_dir, index, shard, embedder, policy_tokenizer, settings)
-        manifest["shards"].append({"index": index, "table": f"table_{index:05d}.npy", "rows": list(rows)})
-        manifest["dim"] = encoder.config.hidden_size
-        _atomic_save(manifest_file, lambda fh: fh.write(json.dumps(manifest, indent=1).encode()))
-        progress.update(len(shard))
+            return dataclasses.replace(fresh, shards=tuple(s for s in shards if shard_done(out_dir, s)))
+        _write_shard(out_dir, shard, passages, embedder, policy_tokenizer, settings)
+        written, mine = written + 1, mine - 1
+        written_rows += len(passages)
+        elapsed = time.perf_counter() - started
+        log.info("shard %d (rows %d-%d) written: %.0f passages/s in this run; process %d of %d has %d shards "
+                 "left, ETA %s", index, *shard.rows, written_rows / elapsed, process_index, process_count, mine,
+                 _duration(elapsed / written * mine))  # fmt: skip
     progress.close()
-    manifest |= {"count": count, "corpus_sha256": checksum.hexdigest(), "complete": True}
-    _atomic_save(manifest_file, lambda fh: fh.write(json.dumps(manifest, indent=1).encode()))
-    return manifest
+    final = dataclasses.replace(fresh, shards=tuple(shards), count=count, corpus_sha256=checksum.hexdigest(),
+                                complete=True)  # fmt: skip
+    missing = [s.index for s in shards if not shard_done(out_dir, s)]
+    if missing:
+        log.info("process %d of %d: its shards are done; %d shards of other processes are not yet (%s...): the "
+                 "process that finishes last writes the manifest", process_index, process_count, len(missing),
+                 missing[:5])  # fmt: skip
+        return dataclasses.replace(final, shards=tuple(s for s in shards if s.index not in missing), complete=False)
+    write_id_index(out_dir, shards)
+    final.write(out_dir)
+    return final
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _line_count(file: str) -> int:
@@ -168,51 +205,31 @@ def style_overrides(style: str | None) -> dict[str, Any]:
     return dict(ENCODER_STYLES[style])
 
 
-def _load_manifest(
-    file: str, encoder_dir: str, settings: EmbedSettings, query_encoder_dir: str, style: str | None
-) -> dict[str, Any]:
-    fresh = {
-        "encoder": os.path.abspath(encoder_dir),
-        "query_encoder": os.path.abspath(query_encoder_dir),
-        "style": style,
-        "dtype": settings.dtype,
-        "settings": dataclasses.asdict(settings),
-        "shards": [],
-    }
-    if not os.path.exists(file):
-        return fresh
-    with open(file, encoding="utf-8") as fh:
-        manifest = json.load(fh)
-    # Manifests written before a key existed hold that key's default (same encoder, no style).
-    manifest.setdefault("query_encoder", manifest.get("encoder"))
-    manifest.setdefault("style", None)
-    manifest.get("settings", {}).setdefault("query_max_len", None)
+def _check_or_start(out_dir: str, fresh: IndexManifest) -> None:
+    """A new index directory gets the run's (incomplete) manifest; an existing one must have
+    been started with the same encoders and settings (resume), else the run is refused."""
+    if not IndexManifest.exists(out_dir):
+        fresh.write(out_dir)
+        return
+    found = IndexManifest.read(out_dir)
     for key in ("encoder", "query_encoder", "style", "dtype", "settings"):
-        if manifest.get(key) != fresh[key]:
-            raise ValueError(
-                f"{file}: {key}={manifest.get(key)!r} differs from this run's {fresh[key]!r}; use a new --out"
-            )
-    return manifest
+        if getattr(found, key) != getattr(fresh, key):
+            raise ValueError(f"{os.path.join(out_dir, MANIFEST)}: {key}={getattr(found, key)!r} differs from this "
+                             f"run's {getattr(fresh, key)!r}; use a new --out")  # fmt: skip
 
 
-def _write_shard(
-    out_dir: str, index: int, shard: list[Passage], embedder: _Embedder, policy_tokenizer: Any, settings: EmbedSettings
-) -> None:
-    texts = [p.contents for p in shard]
-    base = lambda name: os.path.join(out_dir, f"{name}_{index:05d}")  # noqa: E731
+def _write_shard(out_dir: str, shard: Shard, passages: list[Passage], embedder: _Embedder, policy_tokenizer: Any,
+                 settings: EmbedSettings) -> None:  # fmt: skip
+    texts = [p.contents for p in passages]
+    tokens = lengths = None
     if policy_tokenizer is not None:
         tokens, lengths = _policy_tokens(policy_tokenizer, texts, settings.passage_tokens)
-        _atomic_save(base("tokens") + ".npy", lambda fh: np.save(fh, tokens))
-        _atomic_save(base("lengths") + ".npy", lambda fh: np.save(fh, lengths))
-    lines = "\n".join(json.dumps({"id": p.id, "title": p.title, "contents": p.contents}) for p in shard)
-    _atomic_save(base("passages") + ".jsonl", lambda fh: fh.write(lines.encode()))
-    table = embedder(texts)
-    _atomic_save(base("table") + ".npy", lambda fh: np.save(fh, table))  # last: marks the shard
+    write_shard(out_dir, shard, passages, embedder(texts), tokens, lengths)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from medr3_jax import assets  # noqa: PLC0415
-    from medr3_jax.sharding import make_mesh  # noqa: PLC0415
+    from medr3_jax.sharding import add_process_flags, initialize_from, make_mesh  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("jax").setLevel(logging.WARNING)
@@ -230,8 +247,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--max_len", type=int, default=256)
     p.add_argument("--dtype", default="float16", choices=sorted(DTYPES))
-    p.add_argument("--mesh", default="data=-1", help="devices that share the encoding batches")
+    p.add_argument("--passage_tokens", type=int, default=256, help="policy tokens kept per passage in the store")
+    p.add_argument("--mesh", default="data=-1", help="devices that share the encoding batches (this process's)")
+    add_process_flags(p)
     args = p.parse_args(argv)
+    if args.coordinator_address is None and args.num_processes is not None:
+        # independent processes (hosts that share only the output directory): no JAX collective
+        process_index, process_count, mesh = args.process_id or 0, args.num_processes, make_mesh(args.mesh)
+    else:
+        initialize_from(args)
+        process_index, process_count = jax.process_index(), jax.process_count()
+        # each process encodes its own shards on its own chips
+        mesh = (
+            make_mesh(args.mesh) if process_count == 1 else jax.sharding.Mesh(np.array(jax.local_devices()), ("data",))
+        )
     encoder_dir = assets.minilm_dir() if args.encoder == "minilm" else args.encoder
     policy = None
     if args.policy_tokenizer:
@@ -240,17 +269,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         policy = load_tokenizer(args.policy_tokenizer)
     settings = EmbedSettings(
         shard_rows=args.shard_rows, batch_size=args.batch_size, max_len=args.max_len, dtype=args.dtype,
-        query_max_len=args.query_max_len,
+        query_max_len=args.query_max_len, passage_tokens=args.passage_tokens,
     )  # fmt: skip
     manifest = embed_corpus(
-        args.corpus, encoder_dir, args.out, settings=settings, policy_tokenizer=policy, mesh=make_mesh(args.mesh),
-        query_encoder_dir=args.query_encoder, style=args.style,
+        args.corpus, encoder_dir, args.out, settings=settings, policy_tokenizer=policy, mesh=mesh,
+        query_encoder_dir=args.query_encoder, style=args.style, process_index=process_index,
+        process_count=process_count,
     )  # fmt: skip
-    print(
-        json.dumps(
-            {k: manifest[k] for k in ("count", "dim", "dtype", "corpus_sha256")} | {"shards": len(manifest["shards"])}
-        )
-    )
+    print(json.dumps({"count": manifest.count, "dim": manifest.dim, "dtype": manifest.dtype, "complete": manifest.complete,
+                      "corpus_sha256": manifest.corpus_sha256, "shards": len(manifest.shards)}))  # fmt: skip
     return 0
 
 

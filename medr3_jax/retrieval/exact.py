@@ -4,13 +4,19 @@ Each device scores its own rows block by block, keeping a running top-k (no [que
 matrix is ever built), then the per-device candidates are all-gathered and merged:
 
     index = ExactIndex.build(table, mesh)              # [N,D] rows spread over every device
+    index = ExactIndex.from_rows(read_rows, n, d, np.float16, mesh)   # each device reads its own rows
     ids, scores = index.search(query_vectors, k=5)     # [Q,k] int32 (global row ids), [Q,k] f32
+
+The table stays on device in its stored dtype (float16 / bfloat16: half the memory of float32);
+each block is widened to float32 as it is scored against float32 queries, so the scores are those
+of the float32 table.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -43,12 +49,35 @@ class ExactIndex:
         sharding = NamedSharding(mesh, P(mesh.axis_names, None))
         return cls(table=jax.device_put(padded, sharding), num_rows=n, mesh=mesh, block_rows=block_rows)
 
+    @classmethod
+    def from_rows(cls, read_rows: Callable[[int, int], np.ndarray], num_rows: int, dim: int, dtype, mesh: Mesh, *,
+                  block_rows: int = 4096) -> ExactIndex:  # fmt: skip
+        """The index of a table too large to hold twice: each device's slice of rows is read by
+        `read_rows(lo, hi)` (e.g. from memory-mapped shard files) straight into its buffer, so
+        the host never holds the whole table; rows past `num_rows` are zero padding."""
+        devices = mesh.devices.size
+        per_device = -(-num_rows // devices)
+        block_rows = max(1, min(block_rows, per_device))
+        per_device = -(-per_device // block_rows) * block_rows
+        shape = (per_device * devices, dim)
+
+        def slice_rows(index: tuple[slice, ...]) -> np.ndarray:
+            lo, hi, _ = index[0].indices(shape[0])
+            out = np.zeros((hi - lo, dim), dtype)
+            if lo < num_rows:
+                out[: min(hi, num_rows) - lo] = read_rows(lo, min(hi, num_rows))
+            return out
+
+        sharding = NamedSharding(mesh, P(mesh.axis_names, None))
+        table = jax.make_array_from_callback(shape, sharding, slice_rows)
+        return cls(table=table, num_rows=num_rows, mesh=mesh, block_rows=block_rows)
+
     def search(self, queries: np.ndarray | Array, k: int) -> tuple[Array, Array]:
         """Top-k rows by inner product for each query [Q,D] -> (ids [Q,k] int32, scores [Q,k] f32),
         best first (the same order of results as the other backends)."""
         if not 0 < k <= self.num_rows:
             raise ValueError(f"k={k} must be in [1, {self.num_rows}] (the table's rows)")
-        queries = jnp.asarray(queries, self.table.dtype)
+        queries = jnp.asarray(queries, jnp.float32)
         scores, ids = _search(self.table, queries, k, self.num_rows, self.block_rows, self.mesh)
         return ids, scores
 
@@ -66,7 +95,7 @@ def _search(table: Array, queries: Array, k: int, num_rows: int, block_rows: int
         def scan_block(carry, xs):
             best_s, best_i = carry
             block, start = xs
-            scores = jnp.einsum("QD,RD->QR", q, block, preferred_element_type=jnp.float32)
+            scores = jnp.einsum("QD,RD->QR", q, block.astype(jnp.float32))
             ids = first + start + jnp.arange(block_rows, dtype=jnp.int32)
             scores = jnp.where(ids[None, :] < num_rows, scores, -jnp.inf)  # padding rows never win
             cand_s = jnp.concatenate([best_s, scores], axis=1)

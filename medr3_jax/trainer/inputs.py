@@ -158,10 +158,11 @@ def sample_index(tokenizer: Tokenizer) -> str:
     """The bundled sample corpus embedded with MiniLM (passage store in this policy's tokens),
     built once into the cache (about a minute on 2 CPU cores)."""
     from medr3_jax.retrieval.embed import EmbedSettings, embed_corpus  # noqa: PLC0415
+    from medr3_jax.retrieval.store import IndexManifest  # noqa: PLC0415
 
     key = hashlib.sha1(f"{tokenizer.path}|{tokenizer.vocab_size}".encode()).hexdigest()[:12]
     out = os.path.join(CACHE_DIR, "sample_index", key)
-    if is_primary() and (not os.path.exists(os.path.join(out, "manifest.json")) or not _complete(out)):
+    if is_primary() and not (IndexManifest.exists(out) and IndexManifest.read(out).complete):
         log.info("building the sample retrieval index into %s (once)", out)
         settings = EmbedSettings(batch_size=64, max_len=256, passage_tokens=256)
         embed_corpus(
@@ -169,13 +170,6 @@ def sample_index(tokenizer: Tokenizer) -> str:
         )
     sync("sample index")
     return out
-
-
-def _complete(index_dir: str) -> bool:
-    import json  # noqa: PLC0415
-
-    with open(os.path.join(index_dir, "manifest.json"), encoding="utf-8") as fh:
-        return bool(json.load(fh).get("complete"))
 
 
 def reference_path(exp: Experiment) -> str | None:

@@ -1,11 +1,17 @@
-"""BM25 against the formula computed densely by hand in numpy; RRF against hand-worked numbers."""
+"""BM25 (bm25s) against Lucene's formula written out in numpy over the same analysed terms, on
+hand-made documents and on the bundled sample corpus; the analysis against Anserini's own
+expectations for Lucene's English analyzer; save/load/open; RRF against hand-worked numbers."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
 
-from medr3_jax.retrieval.bm25 import BM25Index, bm25_terms, reciprocal_rank_fusion
+from medr3_jax import assets
+from medr3_jax.retrieval.bm25 import BM25_DIR, BM25Index, reciprocal_rank_fusion
+from medr3_jax.retrieval.corpus import read_chunks
 
 DOCS = [
     "Troponin I rises within hours of myocardial infarction.",
@@ -16,34 +22,82 @@ DOCS = [
 ]
 
 
-def dense_bm25(docs: list[str], query: str, k1: float, b: float) -> np.ndarray:
-    """The textbook formula over a dense term-frequency matrix."""
-    terms = [bm25_terms(d) for d in docs]
+def lucene_bm25(index: BM25Index, docs: list[str], query: str, k1: float = 0.9, b: float = 0.4) -> np.ndarray:
+    """Lucene's BM25 (as pyserini scores: no (k1 + 1) factor), each query term counted as often
+    as it occurs (Anserini's BagOfWordsQueryGenerator boosts a term by its count), over a dense
+    term-frequency matrix of the index's own analysed terms."""
+    terms = [index.terms(d) for d in docs]
     vocab = sorted({t for ts in terms for t in ts})
-    tf = np.array([[ts.count(v) for v in vocab] for ts in terms], np.float64)
+    column = {v: j for j, v in enumerate(vocab)}
+    tf = np.zeros((len(docs), len(vocab)))
+    for i, ts in enumerate(terms):
+        for t in ts:
+            tf[i, column[t]] += 1
     lengths = tf.sum(1)
     df = (tf > 0).sum(0)
     idf = np.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
     out = np.zeros(len(docs))
-    for q in set(bm25_terms(query)):
-        if q in vocab:
-            j = vocab.index(q)
-            out += idf[j] * tf[:, j] * (k1 + 1) / (tf[:, j] + k1 * (1 - b + b * lengths / lengths.mean()))
+    for q in index.terms(query):
+        if q in column:
+            j = column[q]
+            out += idf[j] * tf[:, j] / (tf[:, j] + k1 * (1 - b + b * lengths / lengths.mean()))
     return out
 
 
-@pytest.mark.parametrize("query", ["troponin myocardial infarction", "chest pain chest", "insulin", "TYPE 2 Diabetes"])
-def test_scores_equal_the_dense_formula(query):
+def test_analysis_is_lucene_english():
     index = BM25Index.build(DOCS)
-    np.testing.assert_allclose(index.scores(query), dense_bm25(DOCS, query, 0.9, 0.4), rtol=1e-5, atol=1e-6)
+    # Anserini's BagOfWordsQueryGeneratorTest with Lucene's EnglishAnalyzer (Porter stems, its stop list)
+    assert index.terms("sample query") == ["sampl", "queri"]
+    assert sorted(index.terms("Mary had a little lamb")) == sorted(["lamb", "mari", "had", "littl"])
+    assert index.terms("The troponin of THE patients") == ["troponin", "patient"]
+
+
+@pytest.mark.parametrize("query", ["troponin myocardial infarction", "chest pain chest", "insulin", "TYPE 2 Diabetes"])
+def test_scores_equal_the_lucene_formula(query):
+    index = BM25Index.build(DOCS)
+    np.testing.assert_allclose(index.scores(query), lucene_bm25(index, DOCS, query), rtol=1e-5, atol=1e-6)
 
 
 def test_search_orders_by_score_then_row():
     index = BM25Index.build(DOCS)
-    rows, scores = index.search("troponin", k=3)
-    assert rows.tolist()[:2] == [1, 0]  # two mentions beat one despite the longer document
-    assert scores[0] > scores[1] > 0 and scores[2] == 0
-    assert rows[2] == 2  # a zero-score tie goes to the lowest row id
+    rows, scores = index.search(["troponin", "insulin"], k=3)
+    assert rows[0].tolist()[:2] == [1, 0]  # two mentions beat one despite the longer document
+    assert scores[0, 0] > scores[0, 1] > 0 and scores[0, 2] == 0
+    assert rows[0, 2] == 2  # a zero-score tie goes to the lowest row id
+    assert rows[1].tolist() == [0, 1, 2] and not scores[1].any()  # no known term: rows in order
+
+
+def test_sample_corpus_rankings_agree_with_the_formula():
+    docs = [p.contents for p in read_chunks([assets.sample_corpus_dir()])]
+    index = BM25Index.build(docs)
+    queries = ["troponin myocardial infarction", "insulin resistance type 2 diabetes", "vitamin C deficiency scurvy",
+               "asthma inhaled corticosteroids children", "sepsis lactate fluid resuscitation"]  # fmt: skip
+    rows, scores = index.search(queries, k=10)
+    for q, got_rows, got_scores in zip(queries, rows, scores):
+        want = lucene_bm25(index, docs, q)
+        np.testing.assert_allclose(index.scores(q), want, rtol=1e-5, atol=1e-6)
+        want_rows = np.lexsort((np.arange(len(docs)), -want.astype(np.float32)))[:10]
+        assert got_rows.tolist() == want_rows.tolist(), q
+        assert got_scores[0] > 0, q
+
+
+def test_saved_index_loads_memory_mapped_and_open_builds_once(tmp_path):
+    calls = []
+
+    def texts():
+        calls.append(1)
+        return iter(DOCS)
+
+    first = BM25Index.open(str(tmp_path), texts)
+    second = BM25Index.open(str(tmp_path), texts)
+    assert calls == [1] and os.path.isdir(tmp_path / BM25_DIR)
+    assert isinstance(second.model.scores["data"], np.memmap)
+    for q in ("troponin", "chest pain"):
+        np.testing.assert_array_equal(first.search([q], 5)[0], second.search([q], 5)[0])
+        np.testing.assert_allclose(second.scores(q), lucene_bm25(second, DOCS, q), rtol=1e-5, atol=1e-6)
+    changed = BM25Index.open(str(tmp_path), texts, k1=1.2, b=0.75)  # other parameters: rebuilt
+    assert calls == [1, 1] and changed.k1 == 1.2
+    np.testing.assert_allclose(changed.scores("troponin"), lucene_bm25(changed, DOCS, "troponin", 1.2, 0.75), rtol=1e-5)
 
 
 def test_reciprocal_rank_fusion_hand_worked():

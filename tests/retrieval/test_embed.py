@@ -15,6 +15,7 @@ from medr3_jax.models.encoder import encoder_inputs, load_encoder
 from medr3_jax.models.tokenizers import byte_tokenizer
 from medr3_jax.retrieval.corpus import Passage, medrag_contents, write_chunks
 from medr3_jax.retrieval.embed import EmbedSettings, embed_corpus
+from medr3_jax.retrieval.store import IndexManifest
 
 SETTINGS = EmbedSettings(shard_rows=16, batch_size=8, max_len=32, passage_tokens=24)
 
@@ -41,9 +42,10 @@ def _run(corpus: str, out: str, **kwargs):
 
 def test_table_manifest_and_store(corpus, tmp_path):
     manifest = _run(corpus, str(tmp_path / "a"))
-    assert manifest["count"] == 40 and manifest["complete"] and manifest["dim"] == 384
-    assert [s["rows"] for s in manifest["shards"]] == [[0, 16], [16, 32], [32, 40]]
-    table = np.concatenate([np.load(tmp_path / "a" / s["table"]) for s in manifest["shards"]])
+    assert manifest.count == 40 and manifest.complete and manifest.dim == 384
+    assert [s.rows for s in manifest.shards] == [(0, 16), (16, 32), (32, 40)]
+    assert IndexManifest.read(str(tmp_path / "a")) == manifest
+    table = np.concatenate([np.load(s.file(str(tmp_path / "a"), "table")) for s in manifest.shards])
     assert table.dtype == np.float16 and table.shape == (40, 384)
     texts = [
         json.loads(line)["contents"] for i in range(3) for line in open(tmp_path / "a" / f"passages_{i:05d}.jsonl")
@@ -63,7 +65,7 @@ def test_table_manifest_and_store(corpus, tmp_path):
 def test_interrupted_run_resumes_byte_identical(corpus, tmp_path):
     _run(corpus, str(tmp_path / "full"))
     partial = _run(corpus, str(tmp_path / "resumed"), max_shards=1)
-    assert len(partial["shards"]) == 1 and not partial.get("complete")
+    assert len(partial.shards) == 1 and not partial.complete
     _run(corpus, str(tmp_path / "resumed"))
     names = sorted(os.listdir(tmp_path / "full"))
     assert names == sorted(os.listdir(tmp_path / "resumed"))

@@ -45,3 +45,22 @@ def test_k_beyond_the_table_is_an_error():
     index = ExactIndex.build(_random(5, 4, 0), make_mesh({"data": 1}, devices=jax.devices()[:1]))
     with pytest.raises(ValueError, match=r"k=6 must be in \[1, 5\]"):
         index.search(_random(1, 4, 1), k=6)
+
+
+@pytest.mark.parametrize("devices", [1, 8])
+def test_a_float16_table_read_per_device_scores_as_its_float32_widening(devices):
+    table, queries = _clustered(3001, 32, 2).astype(np.float16), _clustered(17, 32, 3)
+    reads = []
+
+    def read_rows(lo: int, hi: int) -> np.ndarray:
+        reads.append((lo, hi))
+        return table[lo:hi]
+
+    mesh = make_mesh({"data": devices}, devices=jax.devices()[:devices])
+    index = ExactIndex.from_rows(read_rows, 3001, 32, np.float16, mesh, block_rows=128)
+    assert index.table.dtype == np.float16  # half the memory of the float32 table
+    assert len(reads) == devices and sum(hi - lo for lo, hi in reads) == 3001  # each device its own rows
+    ids, scores = index.search(queries, k=10)
+    want_scores, want_ids = _brute_force(table.astype(np.float32), queries, 10)
+    np.testing.assert_array_equal(np.asarray(ids), want_ids)
+    np.testing.assert_allclose(np.asarray(scores), want_scores, atol=1e-5)

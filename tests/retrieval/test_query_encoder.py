@@ -48,7 +48,7 @@ def test_queries_go_through_the_separate_query_encoder(corpus):
     settings = EmbedSettings(shard_rows=4, batch_size=4, max_len=48, query_max_len=16)
     manifest = embed_corpus([str(corpus / "facts.jsonl")], assets.minilm_dir(), str(out), settings=settings,
                             query_encoder_dir=str(corpus / "query_encoder"))  # fmt: skip
-    assert manifest["query_encoder"] == str(corpus / "query_encoder")
+    assert manifest.query_encoder == str(corpus / "query_encoder")
     retriever = Retriever(str(out), backend="exact")
     got = retriever.encode_queries(QUERIES)
     want = _vectors(corpus / "query_encoder", QUERIES, 16)

@@ -32,7 +32,7 @@ def test_evidence_in_top5(sample_index_dir, questions, backend):
 def test_passage_store_holds_policy_tokens(sample_index_dir, smollm2_tokenizer):
     retriever = Retriever(sample_index_dir, backend="bm25")
     passages = list(read_chunks([assets.sample_corpus_dir()]))
-    assert [p.id for p in retriever.passages] == [p.id for p in passages]
+    assert retriever.store.ids(range(len(retriever))) == [p.id for p in passages]
     first = passages[0]
     tokens = retriever.passage_tokens([first.id])[0]
     assert smollm2_tokenizer.decode(tokens) == smollm2_tokenizer.decode(smollm2_tokenizer.encode(first.contents)[:256])

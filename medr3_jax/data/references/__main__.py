@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         grader = _judge(args, "teacher", models)
     extractor = extractor or grader
     identity = {
-        "dataset": args.dataset, "split": args.split, "index": retriever.manifest.get("corpus_sha256"),
+        "dataset": args.dataset, "split": args.split, "index": retriever.manifest.corpus_sha256,
         "teacher": _name(args, "teacher"), "grader": _name(args, "grader") or _name(args, "teacher"),
         "extractor": _name(args, "extractor") or _name(args, "grader") or _name(args, "teacher"),
         "teacher_api": args.teacher_api if args.teacher_url else "rollout", "top_k": args.top_k,
