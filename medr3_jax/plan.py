@@ -8,7 +8,8 @@ largest shard on one device comes from the partition rules (`sharding.rules`: `s
 `fit_spec`, `kv_cache_spec`) applied to an `AbstractMesh` of the mesh sizes. Counted per device:
 
   resident  parameters; AdamW state (mu + nu in the parameter dtype, int32 step counts);
-            the exact backend's embedding table (rows over every device, float32 on device)
+            the exact backend's embedding table (rows over every device, in its stored float16 /
+            bfloat16: ExactIndex keeps it so and widens each block to f32 as it scores it)
   rollout   the KV cache of one rollout batch (k + v [L, rows, slots, K, H], valid, length)
   update    one micro-batch's gradient, + the gradient accumulator (the scan carry) when a
             minibatch has several micro-batches
@@ -58,6 +59,7 @@ GiB = 2**30
 HBM_GIB: dict[str, float] = {"v4": 32, "v5e": 16, "v5p": 95, "h100": 80}  # per chip
 PLANNED_DTYPE = "bfloat16"  # Experiment.param_dtype=None means bfloat16 on accelerators (run_stage)
 EXACT_BLOCK_ROWS = 4096  # ExactIndex.build's default block
+TABLE_DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}  # embed.DTYPES, + float32 tables
 _UNIT_MESH = AbstractMesh((1,) * len(MESH_AXES), MESH_AXES)  # every rule applies undropped
 
 
@@ -253,18 +255,19 @@ def kv_cache_line(exp: Experiment, config: ModelConfig, mesh: AbstractMesh) -> t
     return line, list(shape), dropped_axes("kv_cache", shape, KV_CACHE_SPEC, spec, mesh)
 
 
-def index_line(exp: Experiment, index: tuple[int, int] | None, mesh: AbstractMesh) -> Line | None:
-    """The exact backend's table: rows padded to devices x blocks (ExactIndex.build), float32
-    on device (the Retriever casts the stored float16/bfloat16 table on load)."""
+def index_line(exp: Experiment, index: tuple[int, int, str] | None, mesh: AbstractMesh) -> Line | None:
+    """The exact backend's table: rows padded to devices x blocks (ExactIndex.from_rows), in the
+    dtype the index stores (embed's float16 by default)."""
     if index is None:
         return None
-    rows, dim = index
+    rows, dim, dtype = index
+    width = TABLE_DTYPE_BYTES[dtype]
     devices = mesh.size
     per = -(-rows // devices)
     block = max(1, min(EXACT_BLOCK_ROWS, per))
     per = -(-per // block) * block
-    label = f"embedding table ({rows} x {dim} float32, {exp.retrieval_backend})"
-    return Line("embedding_table", label, "resident", per * dim * 4, rows * dim * 4)
+    label = f"embedding table ({rows} x {dim} {dtype}, {exp.retrieval_backend})"
+    return Line("embedding_table", label, "resident", per * dim * width, rows * dim * width)
 
 
 def micro_batch_logits(exp: Experiment, config: ModelConfig, mesh: AbstractMesh) -> tuple[int, list[int], list[str]]:
@@ -337,20 +340,21 @@ def resolve_model(exp: Experiment, preset_name: str | None) -> tuple[ModelConfig
     )
 
 
-def resolve_index(exp: Experiment, rows: int | None, dim: int | None) -> tuple[int, int] | None:
-    """(rows, dim) of the table the exact backend keeps on device; None without one (no
-    retrieval, bm25, or scann: its table stays in host memory)."""
+def resolve_index(exp: Experiment, rows: int | None, dim: int | None) -> tuple[int, int, str] | None:
+    """(rows, dim, dtype) of the table the exact backend keeps on device; None without one (no
+    retrieval, bm25, or scann: its table stays in host memory). Rows and dim given on the
+    command line are planned in embed's default float16."""
     if not exp.rollout.retrieval or exp.retrieval_backend not in ("exact", "fusion"):
         return None
     if rows is not None:
-        return rows, dim
+        return rows, dim, "float16"
     if exp.index_dir is None:  # the bundled sample corpus, one row per chunk line, MiniLM vectors
         from medr3_jax import assets  # noqa: PLC0415
         from medr3_jax.retrieval.corpus import chunk_files  # noqa: PLC0415
 
         lines = sum(_line_count(f) for f in chunk_files([assets.sample_corpus_dir()]))
         with open(os.path.join(assets.minilm_dir(), "config.json"), encoding="utf-8") as fh:
-            return lines, json.load(fh)["hidden_size"]
+            return lines, json.load(fh)["hidden_size"], "float16"
     from medr3_jax.retrieval.store import IndexManifest  # noqa: PLC0415
 
     index_dir = os.path.expanduser(exp.index_dir)
@@ -360,7 +364,7 @@ def resolve_index(exp: Experiment, rows: int | None, dim: int | None) -> tuple[i
             "pass --index_rows N --index_dim D (the corpus's passages and the encoder's width)"
         )
     manifest = IndexManifest.read(index_dir)
-    return manifest.num_rows, int(manifest.dim)
+    return manifest.num_rows, int(manifest.dim), manifest.dtype
 
 
 def _line_count(path: str) -> int:

@@ -72,8 +72,8 @@ def test_llama_per_device_bytes_on_two_meshes(capsys):
     assert got["items"]["grad_accumulator"]["per_device"] == 2 * params  # gradients of the f32 weights
     assert got["items"]["micro_batch_grad"]["per_device"] == 2 * params
     assert got["items"]["kv_cache"]["per_device"] == kv_cache_bytes(PAPER_ROWS // 8, PAPER_SLOTS, K // 1)
-    # ExactIndex: ceil(rows / devices) rounded up to whole 4096-row blocks, float32.
-    assert got["items"]["embedding_table"]["per_device"] == -(-(-(-1000003 // 8)) // 4096) * 4096 * 768 * 4
+    # ExactIndex: ceil(rows / devices) rounded up to whole 4096-row blocks, float16 as embed stores it.
+    assert got["items"]["embedding_table"]["per_device"] == -(-(-(-1000003 // 8)) // 4096) * 4096 * 768 * 2
 
     # data=2 x fsdp=4 x tensor=2 on 16 chips: D over 4, heads / FFN / vocab over 2, rows over 8.
     got = run_json(capsys, *paper, *index, "--mesh", "data=2,fsdp=4,tensor=2", "--devices", "16")
@@ -83,8 +83,8 @@ def test_llama_per_device_bytes_on_two_meshes(capsys):
     assert got["items"]["optimizer_state"]["per_device"] == 4 * params + 4
     kv = kv_cache_bytes(PAPER_ROWS // (2 * 4), PAPER_SLOTS, K // 2)
     assert got["items"]["kv_cache"]["per_device"] == kv
-    assert got["items"]["embedding_table"]["per_device"] == 65536 * 768 * 4  # ceil(1000003/16) -> 16 blocks
-    resident = params + 2 * params + (4 * params + 4) + 65536 * 768 * 4  # bf16 + f32 master + moments + table
+    assert got["items"]["embedding_table"]["per_device"] == 65536 * 768 * 2  # ceil(1000003/16) -> 16 blocks
+    resident = params + 2 * params + (4 * params + 4) + 65536 * 768 * 2  # bf16 + f32 master + moments + table
     assert got["peak"] == resident + max(kv, 4 * params)
     assert got["total"] == resident + kv + 4 * params
     assert got["notes"] == []
