@@ -6,7 +6,7 @@
 #
 #   bash bench/gpu.sh [DIR]        # needs medr3_jax importable, jax with CUDA, torch with CUDA
 #
-# Environment: PYTHON (default python3), SAMPLER_BUDGET_S (default 200: no sampler measurement
+# Environment: RUN_LEARNING=1 adds bench/learning.py --size gpu; PYTHON (default python3), SAMPLER_BUDGET_S (default 200: no sampler measurement
 # starts after it), XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.5: the sampler's torch peer runs in the
 # same process; the train step's peer runs in its own, so that part takes 0.9).
 set -uo pipefail
@@ -26,6 +26,11 @@ echo "sampler: exit $?"
 XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 240 "$py" "$here/train_step.py" --preset qwen2_5_1_5b --rows 4 --width 1024 --rl_steps 0 \
   >"$out/train_step.json" 2>"$out/train_step.log"
 echo "train_step: exit $?"
+if [ "${RUN_LEARNING:-0}" = 1 ]; then  # bench/learning.py's GPU size (about 5 more minutes): lr vs lr = 0 on SmolLM2
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 420 "$py" "$here/learning.py" --size gpu --out "$out/learning.json" \
+    >"$out/learning.log" 2>&1
+  echo "learning: exit $? (verdict in $out/learning.json)"
+fi
 
 "$py" - "$out" <<'PY'
 import json, os, sys

@@ -86,11 +86,27 @@ class Retriever:
             local = None
             if hi > lo:
                 read = lambda: self._table_rows(lo, hi)  # noqa: E731
-                local = cached_build(read, num_rows=hi - lo, row_offset=lo, table_key=self.manifest.table_key())
+                local = cached_build(read, num_rows=hi - lo, row_offset=lo, table_key=self.manifest.table_key(),
+                                     rows=lambda local_rows: self._gather_rows(local_rows + lo))  # fmt: skip
             return HostShardedScann(local, num_rows, jax.process_count())
         dtype = np.load(self.manifest.shards[0].file(self.index_dir, "table"), mmap_mode="r").dtype
         return ExactIndex.from_rows(functools.partial(self._table_rows, dtype=dtype), num_rows, self.manifest.dim,
                                     dtype, mesh or make_mesh("data=-1"))  # fmt: skip
+
+    @functools.cached_property
+    def _tables(self) -> list[np.ndarray]:
+        """Each shard's table, memory-mapped (opened once)."""
+        return [np.load(s.file(self.index_dir, "table"), mmap_mode="r") for s in self.manifest.shards]
+
+    def _gather_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The table's vectors [n, D] float32 of global `rows` (ScaNN's re-scoring), read from the
+        memory-mapped shards: only their pages are touched."""
+        out = np.empty((len(rows), self.manifest.dim), np.float32)
+        shard_of = np.searchsorted(self.store.starts, rows, side="right") - 1
+        for s in np.unique(shard_of):
+            pick = np.flatnonzero(shard_of == s)
+            out[pick] = self._tables[s][rows[pick] - self.store.starts[s]]
+        return out
 
     def _table_rows(self, lo: int, hi: int, dtype=np.float32) -> np.ndarray:
         """Rows [lo, hi) of the embedding table in `dtype`, reading only the shard files they span."""

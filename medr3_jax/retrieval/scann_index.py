@@ -1,10 +1,16 @@
-"""ScaNN approximate search on the host: tree partitioning + asymmetric hashing + exact reorder,
-sized from the table; brute force below a threshold (tiny corpora cannot train the tree).
+"""ScaNN approximate search on the host: tree partitioning + asymmetric hashing, then the
+candidates re-scored exactly in float32 from the table's own rows; sized from the table; brute
+force below a threshold (tiny corpora cannot train the tree).
 
     index = ScannIndex.build(table, k_hint=10)      # table [N,D] float32, inner product
     index.config.leaves_to_search, index.config.calibrated_recall   # chosen on the table itself
     rows, scores = index.search(query_vectors, k=10)
-    index.save(directory); ScannIndex.load(directory)
+    index.save(directory); ScannIndex.load(directory, rows=read_rows)
+
+The exact re-scoring reads the candidates' rows through `rows` (the Retriever: from the
+memory-mapped float16 shards), instead of ScaNN's own float32 copy of the table: the index then
+holds its tree and hash codes only, a fraction of the table, and the scores are those of the
+float32 table, as ScaNN's float32 reordering gave them.
 
 How many leaves to search (and how many candidates to re-rank) depends on how clustered the
 embeddings are, which no formula from N alone knows: `build` calibrates them on the table. It
@@ -47,7 +53,7 @@ CALIBRATION_RECALL = 0.97  # recall@k the calibrated search reaches on them
 CALIBRATION_BLOCK_ROWS = 65_536  # rows per block of the exact neighbours (256 x 64k f32 = 64 MB)
 
 SCANN_CACHE_DIR = os.path.join(CACHE_ROOT, "scann")
-BUILD_VERSION = 2  # bump when build() would make a different index from the same table
+BUILD_VERSION = 3  # bump when build() would make a different index from the same table (3: re-scored outside ScaNN)
 
 log = logging.getLogger("medr3_jax.retrieval.scann")
 
@@ -79,11 +85,17 @@ class ScannConfig:
         return cls(num_leaves=leaves, leaves_to_search=max(int(leaves * share), 8), reorder=max(20 * k_hint, 200))
 
 
-class ScannIndex:
-    """A ScaNN searcher over rows [row_offset, row_offset + N) of the global table."""
+RowReader = Callable[[np.ndarray], np.ndarray]  # local row ids [n] -> their vectors [n, D]
 
-    def __init__(self, searcher: Any, config: ScannConfig, num_rows: int, row_offset: int = 0):
+
+class ScannIndex:
+    """A ScaNN searcher over rows [row_offset, row_offset + N) of the global table; `rows`
+    reads the vectors of local rows for the exact re-scoring (None for a brute-force index)."""
+
+    def __init__(self, searcher: Any, config: ScannConfig, num_rows: int, row_offset: int = 0,
+                 rows: RowReader | None = None):  # fmt: skip
         self.searcher, self.config, self.num_rows, self.row_offset = searcher, config, num_rows, row_offset
+        self.rows = rows
 
     @classmethod
     def build(
@@ -113,10 +125,9 @@ class ScannIndex:
                     training_sample_size=min(len(table), 250_000),
                 )
                 .score_ah(2, anisotropic_quantization_threshold=0.2)
-                .reorder(config.reorder)
                 .build()
             )
-        index = cls(searcher, config, len(table), row_offset)
+        index = cls(searcher, config, len(table), row_offset, rows=lambda r: table[r])
         if calibrate and not config.brute_force:
             index.config = calibrated_config(index, table, k_hint, target_recall)
         return index
@@ -128,16 +139,18 @@ class ScannIndex:
         queries = np.ascontiguousarray(queries, np.float32)
         if self.config.brute_force:
             rows, scores = self.searcher.search_batched(queries, final_num_neighbors=k)
-        else:
-            # One sub-batch per core: search_batched is single-threaded (2x at 20k rows, 1.6x at 1M).
-            rows, scores = self.searcher.search_batched_parallel(
-                queries,
-                final_num_neighbors=k,
-                leaves_to_search=self.config.leaves_to_search,
-                pre_reorder_num_neighbors=self.config.reorder,
-                batch_size=max(1, -(-len(queries) // (os.cpu_count() or 1))),
-            )
-        return rows.astype(np.int64) + self.row_offset, scores.astype(np.float32)
+            return rows.astype(np.int64) + self.row_offset, scores.astype(np.float32)
+        if self.rows is None:
+            raise ValueError("ScannIndex.search re-scores candidates from the table: load it with rows=")
+        # One sub-batch per core: search_batched is single-threaded (2x at 20k rows, 1.6x at 1M).
+        candidates, _ = self.searcher.search_batched_parallel(
+            queries,
+            final_num_neighbors=max(self.config.reorder, k),
+            leaves_to_search=self.config.leaves_to_search,
+            batch_size=max(1, -(-len(queries) // (os.cpu_count() or 1))),
+        )
+        rows, scores = rescore(queries, candidates.astype(np.int64), self.rows, k)
+        return rows + self.row_offset, scores
 
     def save(self, directory: str) -> None:
         os.makedirs(directory, exist_ok=True)
@@ -147,7 +160,7 @@ class ScannIndex:
             json.dump(meta, fh, indent=1)
 
     @classmethod
-    def load(cls, directory: str) -> ScannIndex:
+    def load(cls, directory: str, rows: RowReader | None = None) -> ScannIndex:
         import scann  # noqa: PLC0415
 
         meta_file = os.path.join(directory, "medr3_scann.json")
@@ -165,7 +178,7 @@ class ScannIndex:
         text = re.sub(r'asset_path: "[^"]*?([^/"]+)"', lambda m: f'asset_path: "{os.path.join(here, m[1])}"', text)
         ops = scann.scann_ops_pybind
         searcher = ops.ScannSearcher(ops.scann_pybind.ScannNumpy(here, text), None)  # as load_searcher, no docids
-        return cls(searcher, ScannConfig(**meta["config"]), meta["num_rows"], meta["row_offset"])
+        return cls(searcher, ScannConfig(**meta["config"]), meta["num_rows"], meta["row_offset"], rows=rows)
 
 
 def cached_build(
@@ -175,13 +188,16 @@ def cached_build(
     row_offset: int,
     table_key: dict[str, Any],
     cache_dir: str | None = None,
+    rows: RowReader | None = None,
 ) -> ScannIndex:
     """`ScannIndex.build(read_rows(), row_offset=row_offset)` over the table's rows
     [row_offset, row_offset + num_rows), loaded from `cache_dir` (default SCANN_CACHE_DIR) when
     an index of the same rows was built before. `table_key` names what the table was made from
     (the embed manifest's corpus checksum, encoder, dtype, count): a change there, in the row
     range or in how `build` sizes and calibrates, makes a new entry. Small tables (brute force)
-    are not cached. A save that fails (read-only or full disk) is logged and the index is used."""
+    are not cached. A save that fails (read-only or full disk) is logged and the index is used.
+    `rows` reads local rows for the re-scoring (default: the table `read_rows` gave, kept in
+    memory); pass a reader of the stored table so that the index does not hold a copy."""
     if ScannConfig.sized_for(num_rows).brute_force:
         return ScannIndex.build(read_rows(), row_offset=row_offset)
     key = table_key | {
@@ -193,8 +209,10 @@ def cached_build(
     path = os.path.join(cache_dir or SCANN_CACHE_DIR, digest)
     if os.path.exists(os.path.join(path, "medr3_scann.json")):
         log.info("ScaNN index of rows [%d, %d) loaded from %s", row_offset, row_offset + num_rows, path)
-        return ScannIndex.load(path)
+        return ScannIndex.load(path, rows=rows)
     index = ScannIndex.build(read_rows(), row_offset=row_offset)
+    if rows is not None:
+        index.rows = rows  # the built-in reader held the float32 table; let it go
     part = f"{path}.part-{os.getpid()}"
     try:
         index.save(part)
@@ -221,7 +239,7 @@ def calibrated_config(index: ScannIndex, table: np.ndarray, k: int, target: floa
     leaves, reorder, previous = max(base.num_leaves // 256, 1), base.reorder, -1.0
     while True:
         cfg = dataclasses.replace(base, leaves_to_search=leaves, reorder=reorder)
-        rows, _ = ScannIndex(index.searcher, cfg, index.num_rows).search(queries, k + 1)
+        rows, _ = ScannIndex(index.searcher, cfg, index.num_rows, rows=index.rows).search(queries, k + 1)
         found = [[r for r in row if r != pick][:k] for row, pick in zip(rows, picks)]
         recall = float(np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth)]))
         if recall >= target:
@@ -258,6 +276,19 @@ def neighbours_excluding_self(table: np.ndarray, queries: np.ndarray, picks: np.
         keep = np.argsort(-best_scores, axis=1, kind="stable")[:, :k]
         best_rows, best_scores = np.take_along_axis(best_rows, keep, 1), np.take_along_axis(best_scores, keep, 1)
     return best_rows
+
+
+def rescore(queries: np.ndarray, candidates: np.ndarray, read: RowReader, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best k of each query's candidate rows [Q, c] by exact float32 inner product with
+    their vectors (`read`, each distinct row read once); ties to the smaller row, padding (-1)
+    last. Returns (rows [Q, k] int64, scores [Q, k] f32)."""
+    valid = candidates >= 0
+    unique, inverse = np.unique(np.where(valid, candidates, 0), return_inverse=True)
+    vectors = np.asarray(read(unique), np.float32)
+    scores = np.einsum("qd,qcd->qc", queries, vectors[inverse.reshape(candidates.shape)])
+    scores = np.where(valid, scores, -np.inf).astype(np.float32)
+    order = np.lexsort((np.where(valid, candidates, np.iinfo(np.int64).max), -scores), axis=-1)[:, :k]
+    return np.take_along_axis(candidates, order, 1), np.take_along_axis(scores, order, 1)
 
 
 def host_row_range(num_rows: int, process_index: int, process_count: int) -> tuple[int, int]:

@@ -50,11 +50,15 @@ def test_serialize_then_load_gives_identical_results(index, table_and_queries, t
     queries = table_and_queries[1]
     index.save(str(tmp_path / "scann"))
     shutil.move(tmp_path / "scann", tmp_path / "moved")  # ScaNN records absolute paths: load from anywhere
-    loaded = ScannIndex.load(str(tmp_path / "moved"))
+    table = table_and_queries[0]
+    loaded = ScannIndex.load(str(tmp_path / "moved"), rows=lambda r: table[r])
     a, b = index.search(queries, k=10), loaded.search(queries, k=10)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert loaded.config == index.config
+    assert not any(f.name == "dataset.npy" for f in (tmp_path / "moved").iterdir())  # no float32 copy saved
+    with pytest.raises(ValueError, match="re-scores candidates from the table: load it with rows="):
+        ScannIndex.load(str(tmp_path / "moved")).search(queries, k=10)
 
 
 def test_small_tables_use_brute_force_and_offsets():
@@ -106,7 +110,7 @@ def _self_recall(index: ScannIndex, table: np.ndarray, picks: np.ndarray, leaves
     import dataclasses
 
     cfg = dataclasses.replace(index.config, leaves_to_search=leaves, reorder=reorder)
-    rows, _ = ScannIndex(index.searcher, cfg, index.num_rows).search(table[picks], 11)
+    rows, _ = ScannIndex(index.searcher, cfg, index.num_rows, rows=index.rows).search(table[picks], 11)
     scores = table[picks] @ table.T
     scores[np.arange(len(picks)), picks] = -np.inf
     want = np.argsort(-scores, axis=1, kind="stable")[:, :10]
@@ -160,10 +164,12 @@ def test_cached_build_loads_the_saved_index_and_keys_on_the_table(table_and_quer
         return table
 
     key = {"corpus_sha256": "abc", "encoder": "minilm"}
-    first = scann_index.cached_build(read, num_rows=len(table), row_offset=7, table_key=key, cache_dir=str(tmp_path))
+    first = scann_index.cached_build(read, num_rows=len(table), row_offset=7, table_key=key, cache_dir=str(tmp_path),
+                                     rows=lambda r: table[r])  # fmt: skip
     assert len(reads) == 1 and len(list(tmp_path.iterdir())) == 1  # one entry, no .part left
     monkeypatch.setattr(ScannIndex, "build", lambda *a, **k: pytest.fail("rebuilt a cached index"))
-    again = scann_index.cached_build(read, num_rows=len(table), row_offset=7, table_key=key, cache_dir=str(tmp_path))
+    again = scann_index.cached_build(read, num_rows=len(table), row_offset=7, table_key=key, cache_dir=str(tmp_path),
+                                     rows=lambda r: table[r])  # fmt: skip
     assert len(reads) == 1  # the table was not even read
     assert again.config == first.config and again.row_offset == 7
     for a, b in zip(first.search(queries, 10), again.search(queries, 10)):
