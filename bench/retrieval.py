@@ -207,36 +207,13 @@ def bench_scann(table, batches, truth, args) -> list[dict]:
 
     def measure(n_leaves: int, reorder: int = config.reorder) -> None:
         cfg = dataclasses.replace(config, leaves_to_search=n_leaves, reorder=reorder)
-        sub = ScannIndex(index.searcher, cfg, index.num_rows, index.row_offset)  # same searcher
+        sub = ScannIndex(index.searcher, cfg, index.num_rows, index.row_offset, rows=index.rows)  # same searcher
         params = common | {"leaves_to_search": n_leaves, "reorder": reorder, "default_config": cfg == config}
         ids, times = run_batches(lambda q: sub.search(q, K)[0], batches)
         rows.append(
-            point("scann", params, ids, times, truth, build_s=build, index_bytes=nbytes, code="ScannIndex.search")
-        )
-        if cfg.brute_force:
-            return
-        # Not our backend: the same searcher through ScaNN's multi-threaded batch entry point, the
-        # batch split into one sub-batch per core (its default sub-batch of 256 = one thread here).
-        par = lambda q: index.searcher.search_batched_parallel(  # noqa: E731
-            q,
-            final_num_neighbors=K,
-            leaves_to_search=n_leaves,
-            pre_reorder_num_neighbors=cfg.reorder,
-            batch_size=max(len(q) // (os.cpu_count() or 1), 1),
-        )[0]
-        ids, times = run_batches(par, batches)
-        rows.append(
-            point(
-                "scann_parallel",
-                params,
-                ids,
-                times,
-                truth,
-                build_s=build,
-                index_bytes=nbytes,
-                code="searcher.search_batched_parallel, batch_size=batch/cpu_count (ScannIndex.search is serial)",
-            )
-        )
+            point("scann", params, ids, times, truth, build_s=build, index_bytes=nbytes,
+                  code="ScannIndex.search (search_batched_parallel, one sub-batch per core; exact f32 re-scoring)")
+        )  # fmt: skip
 
     for n in leaves:
         measure(n)
@@ -552,11 +529,9 @@ def main(argv=None) -> dict:
         result["query_encoder"] = bench_encoder(args)
     summary = {"target": 1.5, "recall_target": RECALL_TARGET}
     # The headline ratio is our backend as shipped (ScannIndex.search, ScannConfig.sized_for);
-    # the others: the fastest swept leaves_to_search, and ScaNN's multi-threaded entry point.
+    # the other: the fastest swept leaves_to_search.
     for key, method, best in (("scann_vs_faiss_hnsw_qps_at_recall_0.95", "scann", False),
-                              ("scann_best_leaves_vs_faiss_hnsw_qps_at_recall_0.95", "scann", True),
-                              ("scann_parallel_vs_faiss_hnsw_qps_at_recall_0.95", "scann_parallel", False),
-                              ("scann_parallel_best_leaves_vs_faiss_hnsw_qps_at_recall_0.95", "scann_parallel", True)):  # fmt: skip
+                              ("scann_best_leaves_vs_faiss_hnsw_qps_at_recall_0.95", "scann", True)):  # fmt: skip
         detail = scann_vs_hnsw(result["methods"], method, best)
         summary[key] = detail["ratio"]
         summary[key + "_detail"] = detail

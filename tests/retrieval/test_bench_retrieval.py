@@ -49,7 +49,6 @@ def test_every_method_has_positive_qps_and_latency(report):
         "exact_jax",
         "faiss_flat",
         "scann",
-        "scann_parallel",
         "faiss_hnsw",
     }
     for m in report["methods"]:
