@@ -242,7 +242,12 @@ class PassageStore:
     @classmethod
     def open(cls, index_dir: str, manifest: IndexManifest) -> PassageStore:
         if manifest.format < FORMAT:
-            manifest = upgrade(index_dir, manifest)
+            try:
+                manifest = upgrade(index_dir, manifest)
+            except OSError as err:
+                raise OSError(f"{index_dir}: an index written before its random-access files (format "
+                              f"{manifest.format}) gets them on first open, in place, and that failed ({err}); open "
+                              "it once from a writable copy") from err  # fmt: skip
         return cls(index_dir, manifest)
 
     def __len__(self) -> int:

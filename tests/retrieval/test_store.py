@@ -150,3 +150,15 @@ def test_a_process_id_outside_the_count_is_refused(corpus, tmp_path):
     with pytest.raises(ValueError, match="process 2 of 2"):
         embed_corpus([corpus], assets.minilm_dir(), str(tmp_path / "x"), settings=SETTINGS, process_index=2,
                      process_count=2)  # fmt: skip
+
+
+def test_a_format_1_index_that_cannot_be_upgraded_says_why(index, tmp_path, monkeypatch):
+    old = str(tmp_path / "old")
+    _downgrade(index, old)
+
+    def read_only(path, write):
+        raise PermissionError(13, "Permission denied", path)  # what a read-only mount answers
+
+    monkeypatch.setattr(store_module, "atomic_write", read_only)
+    with pytest.raises(OSError, match="format 1.*gets them on first open.*Permission denied.*writable copy"):
+        Retriever(old, backend="bm25")
