@@ -104,6 +104,63 @@ def queries_near_centres(centres: np.ndarray, n: int, spread: float, seed: int) 
     return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
 
 
+def real_texts(n: int, seed: int) -> tuple[list[str], str]:
+    """`n` real English paragraphs: the bundled sample corpus's passages, then the docstring
+    paragraphs (80-1200 characters, deduplicated) of the Python packages installed beside
+    numpy, in sorted file order, seeded-shuffled; and a line saying where they came from."""
+    import ast  # noqa: PLC0415
+    import glob  # noqa: PLC0415
+
+    from medr3_jax import assets  # noqa: PLC0415
+    from medr3_jax.retrieval.corpus import read_chunks  # noqa: PLC0415
+
+    texts = [p.contents for p in read_chunks([assets.sample_corpus_dir()])]
+    seen = set(texts)
+    site = os.path.dirname(os.path.dirname(np.__file__))
+    for path in sorted(glob.glob(os.path.join(site, "**", "*.py"), recursive=True)):
+        if len(texts) >= 3 * n:
+            break
+        try:
+            with open(path, encoding="utf-8") as fh:
+                tree = ast.parse(fh.read())
+        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                for para in (ast.get_docstring(node) or "").split("\n\n"):
+                    para = " ".join(para.split())
+                    if 80 <= len(para) <= 1200 and para not in seen:
+                        seen.add(para)
+                        texts.append(para)
+    if len(texts) < n:
+        raise SystemExit(f"--data real_text: only {len(texts)} paragraphs found under {site}; ask for fewer --rows")
+    sample, rest = texts[:302], texts[302:]
+    rng = np.random.default_rng(seed)
+    rest = [rest[i] for i in rng.permutation(len(rest))]
+    origin = (f"the 302 bundled MedRAG sample passages + docstring paragraphs (80-1200 chars, deduplicated) of the "
+              f"packages in {site}, seed {seed} shuffle")  # fmt: skip
+    return (sample + rest)[:n], origin
+
+
+def embed_texts(texts: list[str], max_len: int = 128, batch: int = 256) -> np.ndarray:
+    """The bundled MiniLM's embeddings of `texts` (as retrieval.embed encodes passages), float32."""
+    from flax import nnx  # noqa: PLC0415
+
+    from medr3_jax import assets  # noqa: PLC0415
+    from medr3_jax.models.encoder import encoder_inputs, load_encoder, load_encoder_tokenizer  # noqa: PLC0415
+
+    encoder, tokenizer = load_encoder(assets.minilm_dir()), load_encoder_tokenizer(assets.minilm_dir())
+    embed = nnx.jit(lambda model, tokens, mask: model.embed(tokens, mask))
+    out = []
+    for lo in range(0, len(texts), batch):
+        chunk = texts[lo : lo + batch]
+        tokens, mask = encoder_inputs(tokenizer, chunk + [""] * (batch - len(chunk)), max_len=max_len)
+        out.append(np.asarray(embed(encoder, tokens, mask), np.float32)[: len(chunk)])
+        if lo // batch % 20 == 0:
+            log(f"embedded {lo + len(chunk)} / {len(texts)} texts")
+    return np.concatenate(out)
+
+
 def ground_truth(table: np.ndarray, queries: np.ndarray, k: int, block: int = GT_BLOCK_ROWS) -> np.ndarray:
     """Exact top-k row ids [Q,k] by inner product: float32 numpy matmul over blocks of rows,
     a per-block argpartition, then one sort of the candidates (ties broken by lower row id)."""
@@ -434,6 +491,12 @@ def machine(faiss_threads: int | None) -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--data",
+        choices=("clustered", "real_text"),
+        default="clustered",
+        help="clustered: the seeded synthetic table; real_text: MiniLM embeddings of real paragraphs",
+    )
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--clusters", type=int, default=1_000)
@@ -460,10 +523,24 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    log(f"generating {args.rows} x {args.dim} rows in {args.clusters} clusters")
     start = time.perf_counter()
-    table, centres = clustered_table(args.rows, args.dim, args.clusters, args.spread, args.seed)
-    queries = queries_near_centres(centres, args.queries, args.query_spread, args.seed + 1)
+    if args.data == "real_text":  # real text: the table's rows and the (held-out) queries are paragraphs
+        texts, origin = real_texts(args.rows + args.queries, args.seed)
+        log(f"embedding {len(texts)} real paragraphs with MiniLM")
+        vectors = embed_texts(texts)
+        table, queries = vectors[: args.rows], vectors[args.rows :]
+        generator = f"{origin}; rows: the first {args.rows} embedded with the bundled MiniLM (max_len 128), " \
+                    f"queries: the next {args.queries} (held out, not table rows)"  # fmt: skip
+        args.dim = table.shape[1]
+    else:
+        log(f"generating {args.rows} x {args.dim} rows in {args.clusters} clusters")
+        table, centres = clustered_table(args.rows, args.dim, args.clusters, args.spread, args.seed)
+        queries = queries_near_centres(centres, args.queries, args.query_spread, args.seed + 1)
+        generator = (
+            f"seed {args.seed}: {args.clusters} unit centres ~ normalise(N(0, I)); each row = normalise(centre[c] "
+            f"+ {args.spread} * N(0, I) / sqrt(dim)), c uniform; queries (seed {args.seed + 1}) = "
+            f"normalise(centre[c] + {args.query_spread} * N(0, I) / sqrt(dim))"
+        )
     gen_s = time.perf_counter() - start
     start = time.perf_counter()
     truth = ground_truth(table, queries, K)
@@ -477,11 +554,8 @@ def main(argv=None) -> dict:
             "rows": args.rows,
             "dim": args.dim,
             "dtype": "float32",
-            "generator": (
-                f"seed {args.seed}: {args.clusters} unit centres ~ normalise(N(0, I)); each row = normalise(centre[c] "
-                f"+ {args.spread} * N(0, I) / sqrt(dim)), c uniform; queries (seed {args.seed + 1}) = "
-                f"normalise(centre[c] + {args.query_spread} * N(0, I) / sqrt(dim))"
-            ),
+            "source": args.data,
+            "generator": generator,
             "clusters": args.clusters,
             "spread": args.spread,
             "query_spread": args.query_spread,
