@@ -144,8 +144,8 @@ def embed_corpus(
     _check_or_start(out_dir, fresh)
     checksum, count, shards, written, written_rows = hashlib.sha256(), 0, [], 0, 0
     total = sum(_line_count(f) for f in chunk_files(corpus))
-    mine = -(-total // settings.shard_rows)  # shards of this process still to write, for the ETA
-    mine = sum(1 for i in range(mine) if i % process_count == process_index)
+    num_shards = -(-total // settings.shard_rows)
+    mine = sum(1 for i in range(num_shards) if i % process_count == process_index)  # left to write, for the ETA
     progress = tqdm.tqdm(total=total, unit="passages", desc="embed", disable=None)
     started = time.perf_counter()
     for index, passages in enumerate(_shards(read_chunks(corpus), settings.shard_rows)):

@@ -39,15 +39,9 @@ class ExactIndex:
     @classmethod
     def build(cls, table: np.ndarray | Array, mesh: Mesh, *, block_rows: int = 4096, dtype=None) -> ExactIndex:
         """Pads rows to devices x blocks and places them; `dtype` defaults to the table's."""
+        table = np.asarray(table)
         n, d = table.shape
-        devices = mesh.devices.size
-        per_device = -(-n // devices)
-        block_rows = min(block_rows, per_device)
-        per_device = -(-per_device // block_rows) * block_rows
-        padded = np.zeros((per_device * devices, d), dtype or np.asarray(table[:1]).dtype)
-        padded[:n] = np.asarray(table)
-        sharding = NamedSharding(mesh, P(mesh.axis_names, None))
-        return cls(table=jax.device_put(padded, sharding), num_rows=n, mesh=mesh, block_rows=block_rows)
+        return cls.from_rows(lambda lo, hi: table[lo:hi], n, d, dtype or table.dtype, mesh, block_rows=block_rows)
 
     @classmethod
     def from_rows(cls, read_rows: Callable[[int, int], np.ndarray], num_rows: int, dim: int, dtype, mesh: Mesh, *,

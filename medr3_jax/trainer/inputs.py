@@ -20,11 +20,12 @@ from medr3_jax import assets
 from medr3_jax import protocol as P
 from medr3_jax.data.records import QARecord
 from medr3_jax.data.references import REFERENCES_DIR, Reference, ReferenceStats, read_references
+from medr3_jax.models.loading import backend_overrides, load_model
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.rewards import Judge, JudgeStats
 from medr3_jax.rollout import RolloutEngine
 from medr3_jax.sampling import Sampler
-from medr3_jax.sharding import is_primary, sync
+from medr3_jax.sharding import is_primary, make_mesh, param_shardings, sync
 from medr3_jax.trainer.checkpoints import (
     Checkpointer,
     ShardingsFn,
@@ -32,13 +33,39 @@ from medr3_jax.trainer.checkpoints import (
     load_params_from_checkpoint,
     restore_target,
 )
-from medr3_jax.trainer.experiment import PREVIOUS_STAGE, Experiment
+from medr3_jax.trainer.experiment import PREVIOUS_STAGE, Experiment, stage_remote_inputs
 from medr3_jax.trainer.periodic_eval import PeriodicEvaluation
 from medr3_jax.trainer.step import PolicyTrainer
 
 log = logging.getLogger("medr3_jax.train")
 
 CACHE_DIR = assets.CACHE_ROOT
+
+
+@dataclasses.dataclass(frozen=True)
+class StageModel:
+    """What every stage (RL or supervised) builds first: the Experiment with its remote inputs
+    staged locally, the mesh, the model sharded over it as it loads, its tokenizer, and the
+    stage's checkpointer."""
+
+    exp: Experiment
+    stage_dir: str
+    mesh: jax.sharding.Mesh
+    shardings: ShardingsFn
+    model: nnx.Module
+    tokenizer: Tokenizer
+    checkpointer: Checkpointer
+
+
+def stage_model(exp: Experiment, workdir: str) -> StageModel:
+    exp = stage_remote_inputs(exp)
+    mesh = make_mesh(exp.mesh)
+    shardings = lambda cfg: param_shardings(cfg, mesh)  # noqa: E731
+    model, tokenizer = load_model(exp.model, shardings=shardings, **backend_overrides(exp.param_dtype,
+                                                                                        exp.cache_attention))  # fmt: skip
+    stage_dir = os.path.join(workdir, exp.stage)
+    checkpointer = Checkpointer(os.path.join(stage_dir, "checkpoints"), exp.checkpoint)
+    return StageModel(exp, stage_dir, mesh, shardings, model, tokenizer, checkpointer)
 
 
 def start_policy(exp: Experiment, workdir: str, checkpointer: Checkpointer, policy: PolicyTrainer,

@@ -25,7 +25,6 @@ from medr3_jax.data.pipeline import QuestionStream
 from medr3_jax.data.prompts import shown_question
 from medr3_jax.data.records import QARecord
 from medr3_jax.data.references import Reference
-from medr3_jax.models.loading import backend_overrides, load_model
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.rewards import GraphReward, Judge, Outcome, Scored, score_outcomes
 from medr3_jax.rewards.shared_judge import ProcessShardedJudge
@@ -33,14 +32,15 @@ from medr3_jax.rl import group_advantages
 from medr3_jax.rollout import Rollout, RolloutEngine
 from medr3_jax.rollout.audit import write_audit
 from medr3_jax.sampling import Sampler
-from medr3_jax.sharding import is_primary, make_mesh, param_shardings
+from medr3_jax.sharding import is_primary
 from medr3_jax.trainer.checkpoints import Checkpointer, checkpoint_meta
-from medr3_jax.trainer.experiment import Experiment, stage_remote_inputs
+from medr3_jax.trainer.experiment import Experiment
 from medr3_jax.trainer.inputs import (
     judge_metrics,
     no_embed,
     open_retriever,
     stage_evaluation,
+    stage_model,
     stage_references,
     start_policy,
     train_records,
@@ -59,14 +59,10 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
 
         return run_sft_stage(exp, workdir, operative_config=operative_config)
     # ---- inputs: the model, where to start, the questions
-    stage_dir = os.path.join(workdir, exp.stage)
-    log.info("[%s] workdir %s", exp.stage, os.path.abspath(stage_dir))
-    exp = stage_remote_inputs(exp)
-    mesh = make_mesh(exp.mesh)
-    shardings = lambda cfg: param_shardings(cfg, mesh)  # noqa: E731
-    model, tokenizer = load_model(exp.model, shardings=shardings, **backend_overrides(exp.param_dtype,
-                                                                                        exp.cache_attention))  # fmt: skip
-    checkpointer = Checkpointer(os.path.join(stage_dir, "checkpoints"), exp.checkpoint)
+    log.info("[%s] workdir %s", exp.stage, os.path.abspath(os.path.join(workdir, exp.stage)))
+    built = stage_model(exp, workdir)
+    exp, stage_dir, mesh, shardings = built.exp, built.stage_dir, built.mesh, built.shardings
+    model, tokenizer, checkpointer = built.model, built.tokenizer, built.checkpointer
     policy = PolicyTrainer(model, exp.optimizer, exp.update, mesh, temperature=exp.sampling.temperature)
     start, position = start_policy(exp, workdir, checkpointer, policy, shardings)
     records = train_records(exp)

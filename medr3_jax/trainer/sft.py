@@ -32,13 +32,17 @@ from medr3_jax import protocol as P
 from medr3_jax.data.prompts import PromptStyle, render_prompt
 from medr3_jax.data.records import QARecord
 from medr3_jax.data.references import Reference, ReferenceStats, read_references
-from medr3_jax.models.loading import backend_overrides, load_model
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.sampling import Sampler
-from medr3_jax.sharding import make_mesh, param_shardings
-from medr3_jax.trainer.checkpoints import Checkpointer
-from medr3_jax.trainer.experiment import Experiment, stage_remote_inputs
-from medr3_jax.trainer.inputs import open_retriever, reference_path, stage_evaluation, start_policy, train_records
+from medr3_jax.trainer.experiment import Experiment
+from medr3_jax.trainer.inputs import (
+    open_retriever,
+    reference_path,
+    stage_evaluation,
+    stage_model,
+    start_policy,
+    train_records,
+)
 from medr3_jax.trainer.loop import end_stage, save_step
 from medr3_jax.trainer.metrics import MetricWriter
 from medr3_jax.trainer.step import PolicyTrainer, TrainBatch
@@ -146,14 +150,11 @@ def step_rows(num_examples: int, rows: int, step: int, seed: int) -> tuple[np.nd
 def run_sft_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> str:
     """Runs (or resumes) a supervised stage under `workdir/<stage>`; returns its checkpoint dir."""
     # ---- inputs: the model, where to start, the chains
-    stage_dir = os.path.join(workdir, exp.stage)
-    log.info("[%s] workdir %s (supervised on reference chains)", exp.stage, os.path.abspath(stage_dir))
-    exp = stage_remote_inputs(exp)
-    mesh = make_mesh(exp.mesh)
-    shardings = lambda cfg: param_shardings(cfg, mesh)  # noqa: E731
-    model, tokenizer = load_model(exp.model, shardings=shardings, **backend_overrides(exp.param_dtype,
-                                                                                        exp.cache_attention))  # fmt: skip
-    checkpointer = Checkpointer(os.path.join(stage_dir, "checkpoints"), exp.checkpoint)
+    log.info("[%s] workdir %s (supervised on reference chains)", exp.stage,
+             os.path.abspath(os.path.join(workdir, exp.stage)))  # fmt: skip
+    built = stage_model(exp, workdir)
+    exp, stage_dir, mesh, shardings = built.exp, built.stage_dir, built.mesh, built.shardings
+    model, tokenizer, checkpointer = built.model, built.tokenizer, built.checkpointer
     policy = PolicyTrainer(model, exp.optimizer, exp.update, mesh, objective="nll")
     start, _ = start_policy(exp, workdir, checkpointer, policy, shardings)
     records = train_records(exp)
