@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every accelerator benchmark in one go, sized for one GPU (an H100 runs it in about 6 minutes):
+# Every accelerator benchmark in one go, sized for one GPU (an H100 ran the first parts in about 6 minutes;
+# the whole-logits train step adds about 1.5):
 # the sampler at Qwen2.5-1.5B / LLaMA-3.2-1B shapes vs transformers `generate` on the same card
 # (with the accelerator defaults: bf16, dense windowed decode attention), the other variants, append vs re-prefill, and a policy update vs a transformers
 # training step. JSON and logs go to DIR; a summary is printed last.
@@ -18,6 +19,11 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5} PYT
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv >"$out/gpu.txt" 2>&1
 "$py" -c 'import jax, flax, torch, transformers; print("jax", jax.__version__, "flax", flax.__version__, "torch", torch.__version__, "transformers", transformers.__version__, jax.devices())' >>"$out/gpu.txt" 2>&1
 cat "$out/gpu.txt"
+# Stop at once, saying why, when JAX runs on the CPU: every figure below would be a CPU figure.
+if ! "$py" -c 'import jax, sys; sys.exit(jax.default_backend() == "cpu")' >>"$out/gpu.txt" 2>&1; then
+  echo "bench/gpu.sh: JAX sees no accelerator (jax.default_backend() is cpu, or jax failed to import; see $out/gpu.txt): stopping" >&2
+  exit 3
+fi
 
 budget=${SAMPLER_BUDGET_S:-200}
 timeout $((budget + 120)) "$py" "$here/sampler.py" --real_sizes --hf --variants blockwise/1,dense/all --variant_batches 64 \
@@ -26,6 +32,10 @@ echo "sampler: exit $?"
 XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 240 "$py" "$here/train_step.py" --preset qwen2_5_1_5b --rows 4 --width 1024 --rl_steps 0 \
   >"$out/train_step.json" 2>"$out/train_step.log"
 echo "train_step: exit $?"
+# The same step with whole-width logits (UpdateConfig.logits_chunk = 0): what the chunked loss costs or saves.
+XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 240 "$py" "$here/train_step.py" --preset qwen2_5_1_5b --rows 4 --width 1024 --rl_steps 0 \
+  --logits_chunk 0 >"$out/train_step_whole_logits.json" 2>"$out/train_step_whole_logits.log"
+echo "train_step (whole logits): exit $?"
 if [ "${RUN_LEARNING:-0}" = 1 ]; then  # bench/learning.py's GPU size (about 5 more minutes): lr vs lr = 0 on SmolLM2
   XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 420 "$py" "$here/learning.py" --size gpu --out "$out/learning.json" \
     >"$out/learning.log" 2>&1
@@ -37,12 +47,13 @@ import json, os, sys
 out = sys.argv[1]
 try:
     s = json.load(open(os.path.join(out, "sampler.json")))
-    print("device", s["device"], "roofline", s.get("roofline"))
+    print("device", s["device"], "roofline measured", s.get("roofline"), "spec", s.get("roofline_spec"))
     for name, m in s.get("models", {}).items():
         for r in m["decode"]:
             print(name, "B=%d" % r["batch"], "ours %.0f tok/s" % r["ours_tok_s"], "hf %.0f" % r.get("hf_tok_s", 0),
                   "x%.2f" % r.get("speedup_vs_hf", 0), "step %.2f ms" % r["decode_step_ms"],
-                  "prefill %.3f s" % r["prefill_s"], "decode roofline share %.2f" % r["decode_share_of_roofline"],
+                  "prefill %.3f s" % r["prefill_s"], "decode share: measured roofline %.2f" % r["decode_share_of_roofline"],
+                  "spec %.2f" % r.get("decode_share_of_spec", float("nan")),
                   "first call %.1f s" % r["first_call_s"])
         for r in m.get("variants", []):
             print(name, "variant", r["variant"], "B=%d" % r["batch"], "step %.2f ms" % r["decode_step_ms"],
@@ -52,11 +63,13 @@ try:
     print("skipped", s.get("skipped_over_budget"))
 except Exception as err:  # a partial or missing file: say so, the logs have the rest
     print("sampler summary:", repr(err))
-try:
-    t = json.load(open(os.path.join(out, "train_step.json")))
-    print("train step", t["model"], t["batch"], "ours %.3f s mfu %.2f" % (t["ours"]["step_s"], t["ours"]["mfu"]),
+for name in ("train_step.json", "train_step_whole_logits.json"):
+  try:
+    t = json.load(open(os.path.join(out, name)))
+    print("logits_chunk", t["ours"].get("logits_chunk"), end=" ")
+    print("train step", t["model"], t["batch"], "ours %.3f s mfu %.2f (spec %.2f)" % (t["ours"]["step_s"], t["ours"]["mfu"], t["ours"].get("mfu_spec", float("nan"))),
           "torch %.3f s mfu %.2f" % (t["transformers_torch"]["step_s"], t["transformers_torch"]["mfu"]),
           "x%.2f" % t["speedup_vs_torch"], "peak %.0f TFLOP/s" % t["peak_matmul_tflop_s"])
-except Exception as err:
+  except Exception as err:
     print("train step summary:", repr(err))
 PY

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from peers import hf_random_model, synchronize  # bench/peers.py (scripts run with bench/ on sys.path)
+from rooflines import spec_roofline
 
 from medr3_jax.models.config import PRESETS, ModelConfig
 from medr3_jax.models.loading import backend_overrides
@@ -73,6 +74,16 @@ def decode_bound(config: ModelConfig, batch: int, context: float, roof: dict[str
     )
     seconds = max(step_bytes / (roof["mem_bandwidth_gb_s"] * 1e9), step_flops / (roof["matmul_tflop_s"] * 1e12))
     return batch / seconds
+
+
+def spec_shares(config: ModelConfig, batch: int, context: float, spec: dict | None, ours_tok_s: float,
+                timed: dict) -> dict:  # fmt: skip
+    """The same shares against the card's specification (bench/rooflines.py); {} off the table."""
+    if spec is None:
+        return {}
+    bound = decode_bound(config, batch, context, spec)
+    return {"spec_roofline_tok_s": bound, "ours_share_of_spec": ours_tok_s / bound,
+            "decode_share_of_spec": batch / (timed["decode_step_ms"] / 1e3) / bound}  # fmt: skip
 
 
 def ours_timed(
@@ -196,6 +207,7 @@ def bench_smollm2(args) -> dict:
         )
     )
     roof = machine_roofline()
+    spec = spec_roofline(jax.devices()[0].device_kind)
     sampler = Sampler(model, tok, max_new_tokens=args.new_tokens, eos_ids=())
     rows = []
     for batch in args.batches:
@@ -214,9 +226,11 @@ def bench_smollm2(args) -> dict:
                 "ours_share_of_roofline": ours / bound,
                 "hf_share_of_roofline": theirs / bound,
             }
+            | spec_shares(model.config, batch, len(prompt) + args.new_tokens / 2, spec, ours, timed)
         )
     append = append_rows(model, tok, prompt, args)
-    return {"model": "SmolLM2-135M-Instruct (f32)", "roofline": roof, "decode": rows, "append_vs_reprefill": append}
+    return {"model": "SmolLM2-135M-Instruct (f32)", "roofline": roof, "roofline_spec": spec, "decode": rows,
+            "append_vs_reprefill": append}  # fmt: skip
 
 
 class Budget:
@@ -262,6 +276,7 @@ def bench_real_sizes(args, result: dict) -> dict:
     tok = byte_tokenizer()  # random weights: the sampler needs pad/eos ids only, no vocabulary
     budget = Budget(args.budget_s, args.out, result)
     result["roofline"] = roof = machine_roofline()
+    result["roofline_spec"] = spec = spec_roofline(jax.devices()[0].device_kind)
     result["models"] = {}
     rng = np.random.default_rng(0)
     n = args.prompt_len
@@ -289,6 +304,7 @@ def bench_real_sizes(args, result: dict) -> dict:
                 "ours_share_of_roofline": row["ours_tok_s"] / bound,
                 "decode_share_of_roofline": batch / (row["decode_step_ms"] / 1e3) / bound,
             }
+            row |= spec_shares(config, batch, n + args.new_tokens / 2, spec, row["ours_tok_s"], row)
             if hf is not None:
                 # One timed run: GPU timings are steady, and the device budget is tight.
                 row["hf_tok_s"] = hf_tokens_per_s(hf, prompts, args.new_tokens, tok.pad_id, repeats=1)

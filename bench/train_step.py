@@ -13,7 +13,8 @@ train as mixed precision does: ours keeps f32 master weights and f32 AdamW state
 weights and runs its forward under `torch.autocast(bfloat16)`. The peer runs first, in a process
 of its own, so that each side has the whole device memory.
 
-MFU = 6 x params x tokens / seconds / peak (the peak matmul FLOP/s is measured in the same run).
+MFU = 6 x params x tokens / seconds / peak: `mfu` against the peak matmul FLOP/s measured in the same
+run, `mfu_spec` against the card's data sheet (bench/rooflines.py; accelerators only).
 Times exclude compilation (a warm-up step of the same shapes).
 """
 
@@ -32,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from peers import hf_random_model, synchronize  # bench/peers.py (scripts run with bench/ on sys.path)
+from rooflines import spec_roofline
 
 from medr3_jax.models.config import preset
 from medr3_jax.models.loading import load_model
@@ -62,8 +64,10 @@ def _batch(vocab: int, rows: int, width: int) -> TrainBatch:
     )  # fmt: skip
 
 
-def ours(model, batch: TrainBatch, repeats: int) -> float:
-    policy = PolicyTrainer(model, OptimizerConfig(), UpdateConfig(micro_batch=batch.tokens.shape[0]))
+def ours(model, batch: TrainBatch, repeats: int, chunk: int) -> float:
+    policy = PolicyTrainer(
+        model, OptimizerConfig(), UpdateConfig(micro_batch=batch.tokens.shape[0], logits_chunk=chunk)
+    )
     policy.update(batch)  # compile
     start = time.perf_counter()
     for _ in range(repeats):
@@ -159,6 +163,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rl_steps", type=int, default=2, help="full RL steps for the phase breakdown (0: skip)")
     parser.add_argument("--preset", default=None, help="a model preset with random weights instead of SmolLM2")
+    parser.add_argument(
+        "--logits_chunk",
+        type=int,
+        default=UpdateConfig().logits_chunk,
+        help="UpdateConfig.logits_chunk of our step (0: whole-width logits)",
+    )
     parser.add_argument("--peer_only", action="store_true", help="(internal) time the transformers side, print s")
     args = parser.parse_args()
     if args.peer_only:
@@ -174,16 +184,22 @@ def main() -> None:
     peak = peak_flops()
     tokens = args.rows * args.width
     flops = 6 * config.num_params * tokens
-    t_ours = ours(model, batch, args.repeats)
+    t_ours = ours(model, batch, args.repeats, args.logits_chunk)
     out = {
         "device": jax.devices()[0].device_kind, "platform": platform.platform(), "cpus": os.cpu_count(),
         "model": label, "batch": [args.rows, args.width], "peak_matmul_tflop_s": peak / 1e12,
         "ours": {"step_s": t_ours, "tokens_s": tokens / t_ours, "mfu": flops / t_ours / peak,
-                 "master_dtype": OptimizerConfig().master_dtype},
+                 "master_dtype": OptimizerConfig().master_dtype, "logits_chunk": args.logits_chunk},
         "transformers_torch": {"step_s": t_torch, "tokens_s": tokens / t_torch, "mfu": flops / t_torch / peak,
                                "precision": peer_label},
         "speedup_vs_torch": t_torch / t_ours,
     }  # fmt: skip
+    spec = spec_roofline(jax.devices()[0].device_kind)
+    if spec is not None:  # MFU against the data sheet's dense bf16 peak, beside the measured one
+        out["roofline_spec"] = spec
+        peak_spec = spec["matmul_tflop_s"] * 1e12
+        out["ours"]["mfu_spec"] = flops / t_ours / peak_spec
+        out["transformers_torch"]["mfu_spec"] = flops / t_torch / peak_spec
     if args.rl_steps:
         out["rl_step_phases_s"] = rl_phases(args.rl_steps)
     print(json.dumps(out, indent=1))

@@ -15,7 +15,8 @@ largest shard on one device comes from the partition rules (`sharding.rules`: `s
             minibatch has several micro-batches
 
 The KV cache is dropped before the update, so peak = resident + max(rollout, update); total adds
-all of it. Not counted: activations (one line gives the f32 logits of a micro-batch for scale),
+all of it. Not counted: activations (one line gives, for scale, the f32 logits of one micro-batch slice of
+UpdateConfig.logits_chunk positions: what exists of them at once),
 XLA temporaries, the retrieval encoder (a few hundred MB on one device), host memory.
 """
 
@@ -271,14 +272,16 @@ def index_line(exp: Experiment, index: tuple[int, int, str] | None, mesh: Abstra
 
 
 def micro_batch_logits(exp: Experiment, config: ModelConfig, mesh: AbstractMesh) -> tuple[int, list[int], list[str]]:
-    """f32 logits [micro, W, V] of one micro-batch (rows over data x fsdp, V over tensor where
-    they divide), W = longest prompt + response rounded to sequence_bucket: for scale only."""
+    """f32 logits [micro, C, V] that exist at once in the update (rows over data x fsdp, V over
+    tensor where they divide): C = UpdateConfig.logits_chunk positions, or the whole width W
+    (longest prompt + response rounded to sequence_bucket) when that is 0 or smaller. For scale only."""
     rows = rollout_rows(exp)
     minibatch = rows // exp.update.minibatches
     micro = exp.update.micro_batch or minibatch
     width = exp.rollout.sequence_bucket
     tokens = -(-(max(exp.prompt_buckets) + exp.rollout.max_response_tokens) // width) * width
-    shape = (micro, tokens, config.vocab_size)
+    chunk = exp.update.logits_chunk
+    shape = (micro, min(chunk, tokens) if chunk > 0 else tokens, config.vocab_size)
     spec = fit_spec(P(BATCH_AXES, None, "tensor"), shape, mesh, "logits")
     shards = math.prod(mesh.shape[a] for a in BATCH_AXES)
     notes = []
@@ -401,7 +404,8 @@ def format_plan(plan: StagePlan, target: tuple[str, float] | None) -> str:
     out += [
         f"  {'':<9} {'peak = resident + max(rollout, update)':<56} {_size(plan.peak):>12}",
         f"  {'':<9} {'total (everything at once)':<56} {_size(plan.total):>12}",
-        f"  not counted: activations; for scale, f32 logits of one micro-batch {plan.shapes['logits']}: "
+        f"  not counted: activations; for scale, f32 logits of one micro-batch slice {plan.shapes['logits']} "
+        f"(UpdateConfig.logits_chunk): "
         f"{_size(plan.logits_per_device)} per device",
     ]
     verdict = lambda gib: "fits" if plan.peak <= gib * GiB else "does not fit"  # noqa: E731

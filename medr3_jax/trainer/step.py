@@ -36,7 +36,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from medr3_jax.models.transformer import Decoder
-from medr3_jax.rl import PolicyLossConfig, aggregate, policy_loss, token_logprobs_and_entropy
+from medr3_jax.rl import PolicyLossConfig, aggregate, chunked_token_logprobs_and_entropy, policy_loss
 from medr3_jax.sharding.distributed import to_host
 from medr3_jax.sharding.rules import batch_spec, fit_spec
 from medr3_jax.trainer.checkpoints import train_state
@@ -90,17 +90,22 @@ class UpdateConfig:
     """epochs x minibatches optimizer updates per rollout batch; each minibatch's gradient is
     accumulated over micro-batches of `micro_batch` rows (None: the whole minibatch at once).
     recompute_old_logprobs: score old log-probs with the trainer's forward instead of taking
-    the sampler's (their mismatch is logged either way on the first minibatch)."""
+    the sampler's (their mismatch is logged either way on the first minibatch).
+    logits_chunk: positions whose logits exist at once in the loss and log-prob passes (0: all
+    of them); the [rows, width, vocab] f32 logits otherwise dominate memory at long widths."""
 
     epochs: int = 1
     minibatches: int = 1
     micro_batch: int | None = None
     recompute_old_logprobs: bool = False
+    logits_chunk: int = 512
     loss: PolicyLossConfig = PolicyLossConfig()
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.minibatches < 1 or (self.micro_batch is not None and self.micro_batch < 1):
             raise ValueError("UpdateConfig.epochs, minibatches and micro_batch must be >= 1")
+        if not isinstance(self.logits_chunk, int) or self.logits_chunk < 0:
+            raise ValueError(f"UpdateConfig.logits_chunk={self.logits_chunk!r}: expected an int >= 0 (0: no chunks)")
 
 
 @jax.tree_util.register_dataclass
@@ -121,13 +126,17 @@ class TrainBatch:
         return jax.tree.map(lambda x: x[index], self)
 
 
-def sequence_logprobs(model: Decoder, batch: TrainBatch, temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+def sequence_logprobs(
+    model: Decoder, batch: TrainBatch, temperature: float = 1.0, logits_chunk: int = 0
+) -> tuple[jax.Array, jax.Array]:
     """log-prob and entropy [R, W] of each token given the ones before it (position 0: 0),
     under softmax(logits / temperature) in f32: the distribution the sampler scored its tokens
-    under (`sampling.methods.token_logprobs`; 0 = greedy scores as 1, as there)."""
-    logits, _ = model(batch.tokens, batch.positions, batch.mask)
-    scaled = logits[:, :-1].astype(jnp.float32) / (temperature or 1.0)
-    logp, entropy = token_logprobs_and_entropy(scaled, batch.tokens[:, 1:])
+    under (`sampling.methods.token_logprobs`; 0 = greedy scores as 1, as there). The logits
+    are made `logits_chunk` positions at a time (0: all at once)."""
+    hidden, _ = model.hidden_states(batch.tokens, batch.positions, batch.mask)
+    scale = 1.0 / (temperature or 1.0)
+    head = lambda x: model.logits(x) * scale  # noqa: E731
+    logp, entropy = chunked_token_logprobs_and_entropy(head, hidden[:, :-1], batch.tokens[:, 1:], logits_chunk)
     pad = jnp.zeros_like(logp[:, :1])
     return jnp.concatenate([pad, logp], axis=1), jnp.concatenate([pad, entropy], axis=1)
 
@@ -182,7 +191,7 @@ class PolicyTrainer:
     # ---- jitted bodies ------------------------------------------------------------------
     def _loss(self, params, batch: TrainBatch, weight: jax.Array):
         model = nnx.merge(self.graphdef, params)
-        logp, entropy = sequence_logprobs(model, batch, self.temperature)
+        logp, entropy = sequence_logprobs(model, batch, self.temperature, self.update_config.logits_chunk)
         if self.objective == "nll":  # supervised: mean negative log-likelihood of the loss-mask tokens
             nll = aggregate(-logp, batch.loss_mask.astype(jnp.float32), "token-mean")
             return nll * weight, {"loss/nll": nll}
@@ -224,7 +233,8 @@ class PolicyTrainer:
 
     def _logprobs_impl(self, params, batch: TrainBatch):
         """Old log-probs (recompute) or reference log-probs (KL), at the sampler's temperature."""
-        return sequence_logprobs(nnx.merge(self.graphdef, params), batch, self.temperature)[0]
+        model = nnx.merge(self.graphdef, params)
+        return sequence_logprobs(model, batch, self.temperature, self.update_config.logits_chunk)[0]
 
     # ---- host API -----------------------------------------------------------------------
     def sampler_params(self) -> nnx.State:
