@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every accelerator benchmark in one go, sized for one GPU (an H100 ran the first parts in about 6 minutes;
 # the whole-logits train step adds about 1.5):
-# the sampler at Qwen2.5-1.5B / LLaMA-3.2-1B shapes vs transformers `generate` on the same card
+# the sampler at Qwen2.5-1.5B / LLaMA-3.2-1B shapes vs transformers `generate` on the same card (its
+# dynamic cache, and a static cache that generate torch.compiles on CUDA)
 # (with the accelerator defaults: bf16, dense windowed decode attention), the other variants, append vs re-prefill, and a policy update vs a transformers
 # training step. JSON and logs go to DIR; a summary is printed last.
 #
@@ -26,7 +27,7 @@ if ! "$py" -c 'import jax, sys; sys.exit(jax.default_backend() == "cpu")' >>"$ou
 fi
 
 budget=${SAMPLER_BUDGET_S:-200}
-timeout $((budget + 120)) "$py" "$here/sampler.py" --real_sizes --hf --variants blockwise/1,dense/all --variant_batches 64 \
+timeout $((budget + 120)) "$py" "$here/sampler.py" --real_sizes --hf --hf_static --variants blockwise/1,dense/all --variant_batches 64 \
   --append_chunks 256 --budget_s "$budget" --out "$out/sampler.json" >"$out/sampler.log" 2>&1
 echo "sampler: exit $?"
 XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 240 "$py" "$here/train_step.py" --preset qwen2_5_1_5b --rows 4 --width 1024 --rl_steps 0 \
@@ -51,7 +52,10 @@ try:
     for name, m in s.get("models", {}).items():
         for r in m["decode"]:
             print(name, "B=%d" % r["batch"], "ours %.0f tok/s" % r["ours_tok_s"], "hf %.0f" % r.get("hf_tok_s", 0),
-                  "x%.2f" % r.get("speedup_vs_hf", 0), "step %.2f ms" % r["decode_step_ms"],
+                  "x%.2f" % r.get("speedup_vs_hf", 0),
+                  "hf static-cache%s %.0f x%.2f" % (" compiled" if r.get("hf_static_compiled") else "", r.get("hf_static_tok_s", 0),
+                                                     r.get("speedup_vs_hf_static", 0)),
+                  "step %.2f ms" % r["decode_step_ms"],
                   "prefill %.3f s" % r["prefill_s"], "decode share: measured roofline %.2f" % r["decode_share_of_roofline"],
                   "spec %.2f" % r.get("decode_share_of_spec", float("nan")),
                   "first call %.1f s" % r["first_call_s"])

@@ -1,6 +1,6 @@
 """bench/sampler.py --real_sizes end to end on the tiny preset (the path bench/gpu.sh runs on a
 GPU): the JSON parses, every measurement generated all its tokens at a positive rate, the
-variant and the transformers peer ran, the append benchmark ran its four turns; bench/gpu.sh is
+variant and both transformers peers (dynamic and static cache) ran, the append benchmark ran its four turns; bench/gpu.sh is
 shellcheck-clean."""
 
 from __future__ import annotations
@@ -20,7 +20,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def report(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "sampler.json"
     cmd = [sys.executable, os.path.join(ROOT, "bench", "sampler.py"), "--real_sizes", "--models", "tiny"]
-    cmd += ["--batches", "2", "--new_tokens", "4", "--hf", "--variants", "dense/1", "--variant_batches", "2"]
+    cmd += [
+        "--batches",
+        "2",
+        "--new_tokens",
+        "4",
+        "--hf",
+        "--hf_static",
+        "--variants",
+        "dense/1",
+        "--variant_batches",
+        "2",
+    ]
     cmd += ["--append_batch", "1", "--append_chunks", "64", "--cache_len", "512", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -36,6 +47,7 @@ def test_every_measurement_ran(report):
     [row] = tiny["decode"]
     assert row["batch"] == 2 and row["ours_tok_s"] > 0 and row["hf_tok_s"] > 0 and row["decode_step_ms"] > 0
     assert 0 < row["decode_share_of_roofline"]
+    assert row["hf_static_tok_s"] > 0 and row["hf_static_compiled"] is False  # compiled by transformers on CUDA only
     [variant] = tiny["variants"]
     assert (variant["cache_attention"], variant["layer_unroll"], variant["cache_len"]) == ("dense", 1, 512)
     [append] = tiny["append_vs_reprefill"]
