@@ -37,6 +37,10 @@ echo "train_step: exit $?"
 XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 240 "$py" "$here/train_step.py" --preset qwen2_5_1_5b --rows 4 --width 1024 --rl_steps 0 \
   --logits_chunk 0 >"$out/train_step_whole_logits.json" 2>"$out/train_step_whole_logits.log"
 echo "train_step (whole logits): exit $?"
+# The paper's lengths: 2048-token prompts, 16k-slot caches, the largest batch that fits (issue 22 item 4).
+XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 300 "$py" "$here/paper_lengths.py" --preset qwen2_5_1_5b \
+  --out "$out/paper_lengths.json" >"$out/paper_lengths.log" 2>&1
+echo "paper_lengths: exit $?"
 if [ "${RUN_LEARNING:-0}" = 1 ]; then  # bench/learning.py's GPU size (about 5 more minutes): lr vs lr = 0 on SmolLM2
   XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 420 "$py" "$here/learning.py" --size gpu --out "$out/learning.json" \
     >"$out/learning.log" 2>&1
@@ -76,4 +80,10 @@ for name in ("train_step.json", "train_step_whole_logits.json"):
           "x%.2f" % t["speedup_vs_torch"], "peak %.0f TFLOP/s" % t["peak_matmul_tflop_s"])
   except Exception as err:
     print("train step summary:", repr(err))
+try:
+    p = json.load(open(os.path.join(out, "paper_lengths.json")))
+    for t in p["tried"]:
+        print("paper lengths", p["preset"], "B=%d" % t["batch"], {k: t[k] for k in t if k not in ("batch",)})
+except Exception as err:
+    print("paper lengths summary:", repr(err))
 PY

@@ -107,3 +107,19 @@ def test_gpu_script_stops_when_jax_sees_no_accelerator(tmp_path):
     assert done.returncode == 3
     assert done.stderr.strip().splitlines()[-1].startswith("bench/gpu.sh: JAX sees no accelerator")
     assert not (tmp_path / "out" / "sampler.json").exists()
+
+
+def test_paper_lengths_runs_the_largest_batch_and_its_cache_is_the_planned_size():
+    """bench/paper_lengths.py at small sizes on the tiny preset: the first batch runs all four
+    phases, the cache on the device has exactly the bytes the planner counts, and the deep
+    decode starts with prompt - 1 + steps + appended tokens live."""
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "paper_lengths.py"), "--preset", "tiny", "--prompt_len", "64",
+           "--cache_len", "512", "--deep_tokens", "256", "--steps", "8", "--batches", "4,2"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout)
+    assert report["largest_batch"] == 4 and len(report["tried"]) == 1
+    [run] = report["tried"]
+    assert run["cache_slots"] == 512 and run["planned_kv_matches_device"]
+    assert run["live_slots_deep"] == 64 - 1 + 8 + 256
+    assert all(run[k] > 0 for k in ("prefill_s", "decode_step_ms_shallow", "append_s", "decode_step_ms_deep"))
