@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -35,16 +34,16 @@ from rooflines import spec_roofline  # bench/ on sys.path, as for the other scri
 from medr3_jax.models.config import PRESETS, ModelConfig
 from medr3_jax.models.loading import backend_overrides
 from medr3_jax.models.tokenizers import byte_tokenizer
-from medr3_jax.models.transformer import KV_BLOCK, Decoder, kv_cache_shapes
+from medr3_jax.models.transformer import KV_BLOCK, Decoder
+from medr3_jax.plan import abstract_mesh, kv_cache_bytes, mesh_sizes
 from medr3_jax.sampling import GREEDY, Sampler
 
 
 def planned_bytes(config: ModelConfig, batch: int, slots: int) -> dict[str, int]:
-    """What the planner counts (`plan.kv_cache_line`, one device): k + v in the compute dtype,
-    valid [B, S] bool and length [B] int32; and the parameters in their dtype."""
+    """What the planner counts on one device (`plan.kv_cache_bytes`, the cache's slots rounded
+    as the sampler rounds them), and the parameters in their dtype."""
     slots = -(-slots // KV_BLOCK) * KV_BLOCK
-    _, shape = kv_cache_shapes(config, batch, slots)
-    kv = 2 * math.prod(shape) * np.dtype(config.compute_dtype).itemsize + batch * slots + 4 * batch
+    kv = kv_cache_bytes(config, batch, slots, abstract_mesh(mesh_sizes("data=1", 1)))[0]
     return {"kv_cache": kv, "params": config.num_params * np.dtype(config.param_dtype).itemsize}
 
 

@@ -169,15 +169,17 @@ def main() -> None:
         default=UpdateConfig().logits_chunk,
         help="UpdateConfig.logits_chunk of our step (0: whole-width logits)",
     )
+    parser.add_argument("--no_peer", action="store_true", help="time our step only (no transformers step)")
     parser.add_argument("--peer_only", action="store_true", help="(internal) time the transformers side, print s")
     args = parser.parse_args()
     if args.peer_only:
         print(json.dumps(peer_seconds(args)))
         return
-    # The peer first, in its own process: it returns the device memory when it exits.
-    peer = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--peer_only"], check=True, text=True,
-                          stdout=subprocess.PIPE)  # fmt: skip
-    t_torch, peer_label = json.loads(peer.stdout.strip().splitlines()[-1])
+    t_torch = peer_label = None
+    if not args.no_peer:  # the peer first, in its own process: it returns the device memory when it exits
+        peer = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--peer_only"], check=True, text=True,
+                              stdout=subprocess.PIPE)  # fmt: skip
+        t_torch, peer_label = json.loads(peer.stdout.strip().splitlines()[-1])
     model, label = our_model(args.preset)
     config = model.config
     batch = _batch(config.vocab_size, args.rows, args.width)
@@ -190,16 +192,18 @@ def main() -> None:
         "model": label, "batch": [args.rows, args.width], "peak_matmul_tflop_s": peak / 1e12,
         "ours": {"step_s": t_ours, "tokens_s": tokens / t_ours, "mfu": flops / t_ours / peak,
                  "master_dtype": OptimizerConfig().master_dtype, "logits_chunk": args.logits_chunk},
-        "transformers_torch": {"step_s": t_torch, "tokens_s": tokens / t_torch, "mfu": flops / t_torch / peak,
-                               "precision": peer_label},
-        "speedup_vs_torch": t_torch / t_ours,
     }  # fmt: skip
+    if t_torch is not None:
+        out["transformers_torch"] = {"step_s": t_torch, "tokens_s": tokens / t_torch, "mfu": flops / t_torch / peak,
+                                     "precision": peer_label}  # fmt: skip
+        out["speedup_vs_torch"] = t_torch / t_ours
     spec = spec_roofline(jax.devices()[0].device_kind)
     if spec is not None:  # MFU against the data sheet's dense bf16 peak, beside the measured one
         out["roofline_spec"] = spec
         peak_spec = spec["matmul_tflop_s"] * 1e12
         out["ours"]["mfu_spec"] = flops / t_ours / peak_spec
-        out["transformers_torch"]["mfu_spec"] = flops / t_torch / peak_spec
+        if t_torch is not None:
+            out["transformers_torch"]["mfu_spec"] = flops / t_torch / peak_spec
     if args.rl_steps:
         out["rl_step_phases_s"] = rl_phases(args.rl_steps)
     print(json.dumps(out, indent=1))

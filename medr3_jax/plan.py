@@ -240,17 +240,27 @@ def kv_cache_slots(exp: Experiment) -> int:
     return -(-(width + exp.rollout.max_response_tokens + 1) // CACHE_ROUNDING) * CACHE_ROUNDING
 
 
-def kv_cache_line(exp: Experiment, config: ModelConfig, mesh: AbstractMesh) -> tuple[Line, list[int], list[str]]:
-    """k + v in the compute dtype, plus valid [rows, slots] and length [rows]. Shown as the
-    values' shape [L, rows, K, slots, H]; the keys [L, rows, K, H, slots] are as large and
-    sharded the same way (batch and kv-head axes)."""
-    rows, slots = rollout_rows(exp), kv_cache_slots(exp)
+def kv_cache_bytes(
+    config: ModelConfig, rows: int, slots: int, mesh: AbstractMesh
+) -> tuple[int, int, tuple[int, ...], P]:
+    """(per device, unsharded) bytes of a KV cache of `rows` x `slots` (a multiple of KV_BLOCK):
+    k + v in the compute dtype, valid [rows, slots] bool, length [rows] int32; and the values'
+    shape and spec."""
     _, shape = kv_cache_shapes(config, rows, slots)
     spec = kv_cache_spec(shape, mesh)
     per_device = 2 * shard_bytes(shape, config.compute_dtype, spec, mesh)
     per_device += shard_bytes((rows, slots), np.bool_, fit_spec(batch_spec(2), (rows, slots), mesh), mesh)
     per_device += shard_bytes((rows,), np.int32, fit_spec(batch_spec(1), (rows,), mesh), mesh)
     unsharded = 2 * math.prod(shape) * np.dtype(config.compute_dtype).itemsize + rows * slots + 4 * rows
+    return per_device, unsharded, shape, spec
+
+
+def kv_cache_line(exp: Experiment, config: ModelConfig, mesh: AbstractMesh) -> tuple[Line, list[int], list[str]]:
+    """k + v in the compute dtype, plus valid [rows, slots] and length [rows]. Shown as the
+    values' shape [L, rows, K, slots, H]; the keys [L, rows, K, H, slots] are as large and
+    sharded the same way (batch and kv-head axes)."""
+    rows, slots = rollout_rows(exp), kv_cache_slots(exp)
+    per_device, unsharded, shape, spec = kv_cache_bytes(config, rows, slots, mesh)
     line = Line("kv_cache", f"KV cache ({rows} rows x {slots} slots, k+v {config.compute_dtype})", "rollout",
                 per_device, unsharded)  # fmt: skip
     return line, list(shape), dropped_axes("kv_cache", shape, KV_CACHE_SPEC, spec, mesh)

@@ -134,8 +134,7 @@ def sequence_logprobs(
     under (`sampling.methods.token_logprobs`; 0 = greedy scores as 1, as there). The logits
     are made `logits_chunk` positions at a time (0: all at once)."""
     hidden, _ = model.hidden_states(batch.tokens, batch.positions, batch.mask)
-    scale = 1.0 / (temperature or 1.0)
-    head = lambda x: model.logits(x) * scale  # noqa: E731
+    head = lambda x: model.logits(x) / (temperature or 1.0)  # noqa: E731  (as the sampler scales)
     logp, entropy = chunked_token_logprobs_and_entropy(head, hidden[:, :-1], batch.tokens[:, 1:], logits_chunk)
     pad = jnp.zeros_like(logp[:, :1])
     return jnp.concatenate([pad, logp], axis=1), jnp.concatenate([pad, entropy], axis=1)
