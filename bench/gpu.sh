@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# Every accelerator benchmark in one go, sized for one GPU (an H100 ran the first parts in about 6 minutes;
-# the whole-logits train step, without a second peer run, and the paper's lengths add about 3):
-# the sampler at Qwen2.5-1.5B / LLaMA-3.2-1B shapes vs transformers `generate` on the same card (its
-# dynamic cache, and a static cache that generate torch.compiles on CUDA)
-# (with the accelerator defaults: bf16, dense windowed decode attention), the other variants, append vs re-prefill, and a policy update vs a transformers
-# training step. JSON and logs go to DIR; a summary is printed last.
+# Every accelerator benchmark, sized for one GPU, in parts (PARTS picks them; all by default):
+#   sampler       the sampler at Qwen2.5-1.5B / LLaMA-3.2-1B shapes vs transformers `generate` on the same
+#                 card (its dynamic cache, and a static cache that generate torch.compiles on CUDA), with the
+#                 accelerator defaults (bf16, dense windowed decode attention), the other variants, and
+#                 append vs re-prefill                                   (H100: about 4 min at the default budget)
+#   train         a policy update vs a transformers training step          (about 1.5 min)
+#   rl            the whole RL step at real shapes, exact retrieval over a 1M-row index on the device
+#                 (bench/rl_step.py; the index is written on the host while the other parts run) (about 2.5 min)
+#   paper         the paper's lengths: 2048-token prompts in 16k-slot caches (bench/paper_lengths.py) (about 1.5 min)
+#   whole_logits  the train step with whole-width logits, no peer           (about 1 min)
+# All of them take about 10 minutes on an H100, more than one 10-minute device call: run them as two,
+# e.g. PARTS="sampler train" then PARTS="rl paper whole_logits" into the same DIR. JSON and logs go to
+# DIR; a summary of whatever DIR holds is printed last.
 #
 #   bash bench/gpu.sh [DIR]        # needs medr3_jax importable, jax with CUDA, torch with CUDA
 #
-# Environment: RUN_LEARNING=1 adds bench/learning.py --size gpu; PYTHON (default python3), SAMPLER_BUDGET_S (default 200: no sampler measurement
-# starts after it), XLA_PYTHON_CLIENT_MEM_FRACTION (default 0.5: the sampler's torch peer runs in the
-# same process; the train step's peer runs in its own, so that part takes 0.9).
+# Environment: PARTS (above); RUN_LEARNING=1 adds bench/learning.py --size gpu; PYTHON (default python3);
+# SAMPLER_BUDGET_S (default 150: no sampler measurement starts after it); XLA_PYTHON_CLIENT_MEM_FRACTION
+# (default 0.5: the sampler's torch peer runs in the same process; the other parts take 0.9);
+# INDEX_DIR (default: a temporary directory; the rl part's index, reused when it is complete there).
 set -uo pipefail
 out=${1:-bench_out}
 py=${PYTHON:-python3}
@@ -26,21 +34,44 @@ if ! "$py" -c 'import jax, sys; sys.exit(jax.default_backend() == "cpu")' >>"$ou
   exit 3
 fi
 
-budget=${SAMPLER_BUDGET_S:-200}
-timeout $((budget + 120)) "$py" "$here/sampler.py" --real_sizes --hf --hf_static --variants blockwise/1,dense/all --variant_batches 64 \
-  --append_chunks 256 --budget_s "$budget" --out "$out/sampler.json" >"$out/sampler.log" 2>&1
-echo "sampler: exit $?"
-XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 240 "$py" "$here/train_step.py" --preset qwen2_5_1_5b --rows 4 --width 1024 --rl_steps 0 \
-  >"$out/train_step.json" 2>"$out/train_step.log"
-echo "train_step: exit $?"
-# The same step with whole-width logits (UpdateConfig.logits_chunk = 0): what the chunked loss costs or saves.
-XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 240 "$py" "$here/train_step.py" --preset qwen2_5_1_5b --rows 4 --width 1024 --rl_steps 0 \
-  --logits_chunk 0 --no_peer >"$out/train_step_whole_logits.json" 2>"$out/train_step_whole_logits.log"
-echo "train_step (whole logits): exit $?"
-# The paper's lengths: 2048-token prompts, 16k-slot caches, the largest batch that fits (issue 22 item 4).
-XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 300 "$py" "$here/paper_lengths.py" --preset qwen2_5_1_5b \
-  --out "$out/paper_lengths.json" >"$out/paper_lengths.log" 2>&1
-echo "paper_lengths: exit $?"
+parts=" ${PARTS:-sampler train rl paper whole_logits} "
+want() { [[ "$parts" == *" $1 "* ]]; }
+if want rl; then  # the 1M-row index on the host (CPU work) while the device runs the parts before rl
+  index=${INDEX_DIR:-$(mktemp -d)}
+  timeout 600 "$py" "$here/rl_step.py" --write_only --index_dir "$index" --passages 1000000 \
+    >"$out/rl_index.json" 2>"$out/rl_index.log" &
+  writer=$!
+fi
+if want sampler; then
+  budget=${SAMPLER_BUDGET_S:-150}
+  timeout $((budget + 120)) "$py" "$here/sampler.py" --real_sizes --hf --hf_static --variants blockwise/1,dense/all \
+    --variant_batches 64 --append_chunks 256 --budget_s "$budget" --out "$out/sampler.json" >"$out/sampler.log" 2>&1
+  echo "sampler: exit $?"
+fi
+if want train; then
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 240 "$py" "$here/train_step.py" --preset qwen2_5_1_5b --rows 4 --width 1024 \
+    --rl_steps 0 >"$out/train_step.json" 2>"$out/train_step.log"
+  echo "train_step: exit $?"
+fi
+if want rl; then  # issue 22 item 5: 16 prompts x 8 rows, 512-token prompts, responses up to 2048 tokens
+  wait "$writer"
+  echo "rl index: exit $?"
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 300 "$py" "$here/rl_step.py" --preset qwen2_5_1_5b --index_dir "$index" \
+    --prompts 16 --group 8 --prompt_tokens 512 --max_response 2048 --steps 1 --out "$out/rl_step.json" \
+    >"$out/rl_step.log" 2>&1
+  echo "rl_step: exit $?"
+  [ -n "${INDEX_DIR:-}" ] || rm -rf "$index"
+fi
+if want paper; then  # the paper's lengths: 2048-token prompts, 16k-slot caches, the largest batch that fits (item 4)
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 300 "$py" "$here/paper_lengths.py" --preset qwen2_5_1_5b \
+    --out "$out/paper_lengths.json" >"$out/paper_lengths.log" 2>&1
+  echo "paper_lengths: exit $?"
+fi
+if want whole_logits; then  # the train step with whole-width logits (UpdateConfig.logits_chunk = 0)
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 240 "$py" "$here/train_step.py" --preset qwen2_5_1_5b --rows 4 --width 1024 \
+    --rl_steps 0 --logits_chunk 0 --no_peer >"$out/train_step_whole_logits.json" 2>"$out/train_step_whole_logits.log"
+  echo "train_step (whole logits): exit $?"
+fi
 if [ "${RUN_LEARNING:-0}" = 1 ]; then  # bench/learning.py's GPU size (about 5 more minutes): lr vs lr = 0 on SmolLM2
   XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 420 "$py" "$here/learning.py" --size gpu --out "$out/learning.json" \
     >"$out/learning.log" 2>&1
@@ -82,6 +113,18 @@ for name in ("train_step.json", "train_step_whole_logits.json"):
               "x%.2f" % t["speedup_vs_torch"])
   except Exception as err:
     print("train step summary:", repr(err))
+try:
+    r = json.load(open(os.path.join(out, "rl_step.json")))
+    m = r["mean"]
+    print("rl step", r["preset"], "rows %d" % r["rows"], "index %d" % r["index"]["passages"],
+          {k: round(m[k], 3) for k in ("prefill_s", "decode_s", "retrieval_s", "append_s", "rollout_host_s",
+                                       "score_s", "update_s", "step_s")},
+          "retrieval share %.3f idle slots %.3f waiting %.3f" % (m["retrieval_share"], m["idle_slot_share"],
+                                                                  m["retrieval_wait_slot_share"]),
+          "tokens/s train %.0f sampled %.0f" % (m["train_tokens_s"], m["sampled_tokens_s"]),
+          "schedule followed", m["schedule_followed"])
+except Exception as err:
+    print("rl step summary:", repr(err))
 try:
     p = json.load(open(os.path.join(out, "paper_lengths.json")))
     for t in p["tried"]:
