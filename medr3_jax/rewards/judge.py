@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import http.client
+import datetime
+import email.utils
 import json
 import logging
 import math
@@ -25,9 +26,11 @@ import os
 import re
 import threading
 import time
-import urllib.error
-import urllib.request
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
+
+import httpx
 
 from medr3_jax.data.records import QARecord
 from medr3_jax.rewards.judge_prompts import (
@@ -57,8 +60,12 @@ class Judge(Protocol):
 class JudgeStats:
     """Counters for one judge (mutable; a run keeps one and logs `as_metrics()` each step).
 
-    requests / ok / failed: prompts asked, answered, given None after retries.
-    timeouts / connection_errors / http_errors (status >= 400): failed attempts, by cause.
+    requests / ok / failed: prompts asked, answered, given None (after retries, or at once for a
+    client error).
+    timeouts / connection_errors / http_errors (a status outside 2xx): failed attempts, by cause.
+    rate_limited: the http_errors that were 429 Too Many Requests (retried, after Retry-After).
+    client_errors: the http_errors that are not retried (4xx other than 408 and 429, or a redirect):
+    the request itself is wrong (bad URL, model, key or body), so asking again cannot help.
     bad_replies: replies that could not be read (garbage body, or no grade/triples in it).
     bad_triples: triple entries dropped from otherwise readable replies.
     retries: attempts beyond the first.
@@ -70,6 +77,8 @@ class JudgeStats:
     timeouts: int = 0
     connection_errors: int = 0
     http_errors: int = 0
+    rate_limited: int = 0
+    client_errors: int = 0
     bad_replies: int = 0
     bad_triples: int = 0
     retries: int = 0
@@ -92,17 +101,61 @@ class Completion:
 
 @dataclasses.dataclass(frozen=True)
 class _Outcome:
-    """One prompt's fate: the reply (or None) and the cause of each failed attempt."""
+    """One prompt's fate: the reply (or None), the cause of each failed attempt (one per attempt)
+    and the sub-counters those attempts also bumped ("rate_limited", "client_errors")."""
 
     reply: Completion | None
     errors: tuple[str, ...]  # "timeouts" | "connection_errors" | "http_errors" | "bad_replies"
-    last_error: str = ""
+    last_error: str = ""  # the last attempt's error, the key masked
+    tags: tuple[str, ...] = ()
 
 
 class _AttemptError(Exception):
-    def __init__(self, kind: str, message: str):
+    """A failed attempt: its counter (`kind`), whether another attempt may help (`retry`), how
+    long the server asked us to wait first (`wait_s`, from Retry-After; None: our backoff) and
+    the sub-counters it also bumps (`tags`)."""
+
+    def __init__(
+        self, kind: str, message: str, *, retry: bool = True, wait_s: float | None = None, tags: tuple[str, ...] = ()
+    ):
         super().__init__(message)
         self.kind = kind
+        self.retry = retry
+        self.wait_s = wait_s
+        self.tags = tags
+
+
+_RETRIED_STATUS = frozenset({408, 429})  # besides every 5xx: the server may answer next time
+_RETRY_AFTER_STATUS = frozenset({429, 503})  # where the server's Retry-After is honoured
+_CLIENT_HINTS = {
+    401: "check the key in $%(env)s",
+    403: "check the key in $%(env)s",
+    404: "check HTTPJudge.base_url and HTTPJudge.model",
+    405: "check HTTPJudge.base_url and HTTPJudge.api",
+}
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """The wait, in seconds, that a `Retry-After` header asks for: delay-seconds ("120") or an
+    HTTP date ("Wed, 21 Oct 2015 07:28:00 GMT", RFC 9110 10.2.3; a past date is 0), measured
+    from `now` (default: time.time()). None when absent or unreadable (negative, NaN, garbage),
+    so the caller falls back to its own backoff. Not capped here."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = max(when.timestamp() - (time.time() if now is None else now), 0.0)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
 
 
 class HTTPJudge:
@@ -110,16 +163,29 @@ class HTTPJudge:
     `max_concurrency` requests in flight: `{base_url}/chat/completions` as one user turn
     (api="chat"), or `{base_url}/completions` as raw text to continue (api="completions").
 
-    judge = HTTPJudge("http://127.0.0.1:8000/v1", "judge-model", timeout_s=30, retries=2)
-    replies = judge.complete(["Say hi"])      # ["hi"], or [None] after retries
-    judge.generate("...<think>", stop=("</search>",))   # Completion(text, finish_reason) or None
+    with HTTPJudge("http://127.0.0.1:8000/v1", "judge-model", timeout_s=30, retries=2) as judge:
+        replies = judge.complete(["Say hi"])      # ["hi"], or [None] after retries
+        judge.generate("...<think>", stop=("</search>",))   # Completion(text, finish_reason) or None
+
+    One `httpx.Client` per judge, opened on first use, keeps up to `max_concurrency` connections
+    alive between requests and batches (no TCP/TLS handshake per prompt); `close()` (or leaving a
+    `with` block) closes them, and the judge closes them itself when it is garbage collected, so a
+    caller that never calls close leaks nothing; a request after close opens a fresh client.
+    `connect_timeout_s` bounds opening a connection, `timeout_s` each read and write.
 
     The API key is read from `$api_key_env` (no Authorization header when unset) and appears in
     no log line, error message or repr. Sampling defaults are the authors' judge settings
-    (temperature 0.9, top_p 0.6, 4096 tokens; `contrib/base_with_api.py`). Timeouts,
-    connection errors, HTTP status >= 400 and bodies without the reply text are retried
-    `retries` times, waiting backoff_s, 2 * backoff_s, 4 * backoff_s, ... before each retry.
-    Safe to call from several threads (the counters are updated under a lock).
+    (temperature 0.9, top_p 0.6, 4096 tokens; `contrib/base_with_api.py`).
+
+    Retries (`retries` of them, so at most retries + 1 attempts per prompt): timeouts, connection
+    errors, status 408, 429 and 5xx, and 2xx bodies without the reply text. Before a retry it
+    waits backoff_s, 2 * backoff_s, 4 * backoff_s, ..., or, on 429 and 503, what the server's
+    `Retry-After` asks (seconds or an HTTP date), capped at `max_retry_after_s` so that a hostile
+    or confused server cannot stall a training step. Any other status (400, 401, 403, 404, 422,
+    a redirect, ...) means the request itself is wrong: it gets None at once, counted in
+    `stats.client_errors`, and the batch's warning names the knob to check.
+    Safe to call from several threads (the counters and the client are shared under a lock, and
+    the connection pool has one connection per concurrency slot).
     """
 
     def __init__(
@@ -131,8 +197,10 @@ class HTTPJudge:
         api_key_env: str = "OPENAI_API_KEY",
         max_concurrency: int = 8,
         timeout_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
         retries: int = 2,
         backoff_s: float = 0.5,
+        max_retry_after_s: float = 30.0,
         temperature: float = 0.9,
         top_p: float = 0.6,
         max_tokens: int = 4096,
@@ -147,19 +215,29 @@ class HTTPJudge:
                 f"HTTPJudge: need max_concurrency >= 1, retries >= 0, timeout_s > 0, backoff_s >= 0; got "
                 f"{max_concurrency}, {retries}, {timeout_s}, {backoff_s}"
             )
+        if connect_timeout_s <= 0 or not max_retry_after_s >= 0:
+            raise ValueError(
+                f"HTTPJudge: need connect_timeout_s > 0 and max_retry_after_s >= 0; got {connect_timeout_s}, "
+                f"{max_retry_after_s}"
+            )
         self.api = api
         self.url = base_url.rstrip("/") + ("/chat/completions" if api == "chat" else "/completions")
         self.model = model
         self.api_key_env = api_key_env
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.max_retry_after_s = max_retry_after_s
         self.temperature = temperature
         self.top_p = top_p
         self.max_tokens = max_tokens
         self.stats = stats if stats is not None else JudgeStats()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the counters and the client slot
+        self._slots = threading.BoundedSemaphore(max_concurrency)  # requests in flight, from any thread
+        self._client: httpx.Client | None = None
+        self._closer: weakref.finalize | None = None
         self.__key = os.environ.get(api_key_env) or None  # private: never logged, shown or raised
         log.info(
             "HTTP endpoint %s at %s (key from $%s: %s)", model, self.url, api_key_env, "set" if self.__key else "unset"
@@ -167,6 +245,35 @@ class HTTPJudge:
 
     def __repr__(self) -> str:
         return f"HTTPJudge(url={self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the kept connections (idempotent; a later request opens a fresh client)."""
+        with self._lock:
+            closer, self._client, self._closer = self._closer, None, None
+        if closer is not None:
+            closer()  # client.close(), once
+
+    def _http(self) -> httpx.Client:
+        """The judge's client, opened on first use (one per judge, shared by its threads)."""
+        with self._lock:
+            if self._client is None:
+                client = httpx.Client(
+                    timeout=httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s),
+                    limits=httpx.Limits(
+                        max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
+                    ),
+                    follow_redirects=False,  # a redirected POST turns into a GET; name the final URL instead
+                )
+                self._client = client
+                # Closes the pool when the judge is collected (or at exit) for callers that never call close.
+                self._closer = weakref.finalize(self, client.close)
+            return self._client
 
     def complete(self, prompts: Sequence[str]) -> list[str | None]:
         if not prompts:
@@ -193,37 +300,45 @@ class HTTPJudge:
                 s.ok += o.reply is not None
                 s.failed += o.reply is None
                 s.retries += len(o.errors) - (o.reply is None)  # a failed prompt's last error is no retry
-                for kind in o.errors:
+                for kind in o.errors + o.tags:
                     setattr(s, kind, getattr(s, kind) + 1)
         failed = [o for o in outcomes if o.reply is None]
         if failed:
-            kinds = {k: sum(k in o.errors for o in failed) for k in _ERROR_KINDS}
+            kinds = {k: sum(k in o.errors + o.tags for o in failed) for k in _ERROR_KINDS}
             log.warning(
-                "endpoint %s: %d of %d requests failed after %d retries each (%s); last error: %s",
+                "endpoint %s: %d of %d requests failed (%s; up to %d retries each, none for a client error); "
+                "last error: %s",
                 self.model,
                 len(failed),
                 len(outcomes),
-                self.retries,
                 ", ".join(f"{k} {v}" for k, v in kinds.items() if v),
+                self.retries,
                 failed[-1].last_error,
             )
 
     def _ask(self, prompt: str, stop: tuple[str, ...] = (), max_tokens: int | None = None) -> _Outcome:
-        """One prompt with retries (runs on a worker thread; touches no shared state)."""
+        """One prompt with retries (runs on a worker thread; touches no shared state but the client)."""
         errors: list[str] = []
+        tags: list[str] = []
         message = ""
+        wait_s = 0.0
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                time.sleep(wait_s)
             try:
-                return _Outcome(self._post(prompt, stop, max_tokens), tuple(errors))
+                return _Outcome(self._post(prompt, stop, max_tokens), tuple(errors), tags=tuple(tags))
             except _AttemptError as err:
                 errors.append(err.kind)
+                tags.extend(err.tags)
                 message = str(err).replace(self.__key, "***") if self.__key else str(err)  # a body may echo it
                 log.debug("endpoint attempt %d failed: %s", attempt, message)
-        return _Outcome(None, tuple(errors), message)
+                if not err.retry:
+                    break
+                wait_s = err.wait_s if err.wait_s is not None else self.backoff_s * 2**attempt
+        return _Outcome(None, tuple(errors), message, tuple(tags))
 
     def _post(self, prompt: str, stop: tuple[str, ...], max_tokens: int | None) -> Completion:
+        """One attempt: the request, its status sorted into retried or not, the reply read."""
         body: dict[str, Any] = {
             "model": self.model,
             "temperature": self.temperature,
@@ -239,21 +354,38 @@ class HTTPJudge:
         headers = {"Content-Type": "application/json"}
         if self.__key:
             headers["Authorization"] = f"Bearer {self.__key}"
-        request = urllib.request.Request(self.url, data=json.dumps(body).encode("utf-8"), headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as err:  # before URLError: it is one
-            err.close()
-            raise _AttemptError("http_errors", f"HTTP {err.code} {err.reason}") from None
-        except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, resets are OSErrors
-            reason = err.reason if isinstance(err, urllib.error.URLError) else err
-            kind = "timeouts" if isinstance(reason, TimeoutError) else "connection_errors"
-            raise _AttemptError(kind, f"{type(reason).__name__}: {reason}") from None
-        return _reply(raw, self.api)
+            with self._slots:
+                response = self._http().post(self.url, content=json.dumps(body).encode("utf-8"), headers=headers)
+        except httpx.TimeoutException as err:  # connect, read, write or pool
+            raise _AttemptError("timeouts", f"{type(err).__name__}: {err}") from None
+        except httpx.DecodingError as err:  # a body that its Content-Encoding does not describe
+            raise _AttemptError("bad_replies", f"{type(err).__name__}: {err}") from None
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as err:  # refused, reset, closed, protocol errors
+            raise _AttemptError("connection_errors", f"{type(err).__name__}: {err}") from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return _reply(response.content, self.api)
+        reason = f"HTTP {status} {response.reason_phrase}".rstrip()
+        if status in _RETRIED_STATUS or status >= 500:
+            wait_s = None
+            if status in _RETRY_AFTER_STATUS:
+                asked = retry_after_s(response.headers.get("Retry-After"))
+                if asked is not None:
+                    wait_s = min(asked, self.max_retry_after_s)
+                    reason += (
+                        f" (Retry-After {asked:g} s; a retry waits {wait_s:g} s, at most HTTPJudge.max_retry_after_s)"
+                    )
+            tags = ("rate_limited",) if status == 429 else ()
+            raise _AttemptError("http_errors", reason, wait_s=wait_s, tags=tags)
+        hint = _CLIENT_HINTS.get(status, "not retried: the request itself is wrong") % {"env": self.api_key_env}
+        if 300 <= status < 400:
+            hint = f"redirected to {response.headers.get('Location')!r}: set HTTPJudge.base_url to the final URL"
+        detail = response.text[:200].strip()
+        raise _AttemptError("http_errors", f"{reason} ({hint}): {detail!r}", retry=False, tags=("client_errors",))
 
 
-_ERROR_KINDS = ("timeouts", "connection_errors", "http_errors", "bad_replies")
+_ERROR_KINDS = ("timeouts", "connection_errors", "http_errors", "rate_limited", "client_errors", "bad_replies")
 
 
 def _reply(raw: bytes, api: str) -> Completion:

@@ -134,6 +134,7 @@ def test_stats_as_metrics():
     metrics = JudgeStats(requests=3, ok=2, failed=1).as_metrics()
     assert metrics["judge/requests"] == 3.0 and metrics["judge/failed"] == 1.0
     assert set(JudgeStats().as_metrics("x/")) >= {"x/timeouts", "x/http_errors", "x/bad_replies", "x/retries"}
+    assert {"x/rate_limited", "x/client_errors"} <= set(JudgeStats().as_metrics("x/"))
 
 
 # ---- HTTP judge against a stub server -----------------------------------------------------
