@@ -36,6 +36,7 @@ from medr3_jax.models.loading import backend_overrides
 from medr3_jax.models.tokenizers import byte_tokenizer
 from medr3_jax.models.transformer import KV_BLOCK, Decoder
 from medr3_jax.plan import abstract_mesh, kv_cache_bytes, mesh_sizes
+from medr3_jax.progress import waiting
 from medr3_jax.sampling import GREEDY, Sampler
 
 
@@ -126,7 +127,8 @@ def main() -> None:
                                                        f"{args.memory_fraction} x {limit / 2**30:.2f} GiB"})  # fmt: skip
             continue
         try:
-            measured = run_batch(model, batch, args)
+            with waiting(f"bench/paper_lengths.py: batch {batch}, {args.cache_len} slots"):
+                measured = run_batch(model, batch, args)
         except Exception as err:  # (out of memory, in compilation or at run time: try smaller)
             if "RESOURCE_EXHAUSTED" not in str(err) and "out of memory" not in str(err).lower():
                 raise

@@ -47,6 +47,7 @@ from medr3_jax import protocol as P
 from medr3_jax.data.prompts import PromptStyle
 from medr3_jax.data.records import QARecord
 from medr3_jax.models.loading import backend_overrides, load_model
+from medr3_jax.progress import waiting
 from medr3_jax.retrieval.retriever import Retriever
 from medr3_jax.rewards import RewardWeights
 from medr3_jax.rl import group_advantages
@@ -153,7 +154,9 @@ def bench_prompts(tokenizer, n: int, length: int) -> list[list[int]]:
 
 def write_bench_index(index_dir: str, args: argparse.Namespace) -> dict:
     """The synthetic `--passages`-row index (MiniLM's width, `--passage_tokens` tokens a passage)."""
-    return write_index(index_dir, args.passages, MINILM_DIM, min(args.passages, 100_000), args.passage_tokens, seed=0)
+    with waiting(f"bench/rl_step.py: writing a {args.passages}-row index"):
+        return write_index(index_dir, args.passages, MINILM_DIM, min(args.passages, 100_000), args.passage_tokens,
+                           seed=0)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -205,7 +208,8 @@ def run(args: argparse.Namespace) -> dict:
     for step in range(args.steps + 1):
         scheduled.seconds.clear()
         t0 = time.perf_counter()
-        rollout = engine.run(prompts, params=params, seed=step)
+        with waiting(f"bench/rl_step.py: step {step} rollout" + (" (compiles)" if step == 0 else "")):
+            rollout = engine.run(prompts, params=params, seed=step)
         t1 = time.perf_counter()
         scored = score_rollout(exp, P.MED_R3, rollout, records)
         advantages = group_advantages(scored.totals, rollout.group_ids, args.prompts)

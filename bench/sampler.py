@@ -35,6 +35,7 @@ from rooflines import spec_roofline
 from medr3_jax.models.config import PRESETS, ModelConfig
 from medr3_jax.models.loading import backend_overrides
 from medr3_jax.models.transformer import Decoder
+from medr3_jax.progress import waiting
 from medr3_jax.sampling import GREEDY, Sampler
 
 # Real shapes for the accelerator run (model presets, from the models' config.json).
@@ -244,20 +245,30 @@ def bench_smollm2(args) -> dict:
 
 
 class Budget:
-    """Stops starting measurements after `seconds`; rewrites the JSON at `out` after each one."""
+    """Stops starting measurements after `seconds`; rewrites the JSON at `out` after each one;
+    reports the measurement under way on stderr (`medr3_jax.progress`)."""
 
     def __init__(self, seconds: float | None, out: str | None, result: dict):
         self.deadline = time.monotonic() + seconds if seconds else float("inf")
         self.out, self.result = out, result
         self.skipped: list[str] = []
+        self.current = None
 
     def allows(self, what: str) -> bool:
+        self.done()
         if time.monotonic() < self.deadline:
+            self.current = waiting(f"bench/sampler.py: {what}")
             return True
         self.skipped.append(what)
         self.result["skipped_over_budget"] = self.skipped
         self.save()
         return False
+
+    def done(self) -> None:
+        """The measurement under way has ended (its progress report closes)."""
+        if self.current is not None:
+            self.current.close()
+            self.current = None
 
     def save(self) -> None:
         if self.out:
@@ -347,6 +358,7 @@ def bench_real_sizes(args, result: dict) -> dict:
                 variants.append({"variant": spec, "batch": batch, "cache_len": args.cache_len} | impl | timed)
                 budget.save()
             del variant, sampler
+    budget.done()
     return result
 
 

@@ -37,6 +37,7 @@ from rooflines import spec_roofline
 
 from medr3_jax.models.config import preset
 from medr3_jax.models.loading import load_model
+from medr3_jax.progress import waiting
 from medr3_jax.trainer.step import OptimizerConfig, PolicyTrainer, TrainBatch, UpdateConfig
 
 
@@ -177,8 +178,9 @@ def main() -> None:
         return
     t_torch = peer_label = None
     if not args.no_peer:  # the peer first, in its own process: it returns the device memory when it exits
-        peer = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--peer_only"], check=True, text=True,
-                              stdout=subprocess.PIPE)  # fmt: skip
+        with waiting("bench/train_step.py: the transformers step (its own process)"):
+            peer = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--peer_only"], check=True, text=True,
+                                  stdout=subprocess.PIPE)  # fmt: skip
         t_torch, peer_label = json.loads(peer.stdout.strip().splitlines()[-1])
     model, label = our_model(args.preset)
     config = model.config
@@ -186,7 +188,8 @@ def main() -> None:
     peak = peak_flops()
     tokens = args.rows * args.width
     flops = 6 * config.num_params * tokens
-    t_ours = ours(model, batch, args.repeats, args.logits_chunk)
+    with waiting(f"bench/train_step.py: our step ({label}, {args.rows} x {args.width})"):
+        t_ours = ours(model, batch, args.repeats, args.logits_chunk)
     out = {
         "device": jax.devices()[0].device_kind, "platform": platform.platform(), "cpus": os.cpu_count(),
         "model": label, "batch": [args.rows, args.width], "peak_matmul_tflop_s": peak / 1e12,
@@ -205,7 +208,8 @@ def main() -> None:
         if t_torch is not None:
             out["transformers_torch"]["mfu_spec"] = flops / t_torch / peak_spec
     if args.rl_steps:
-        out["rl_step_phases_s"] = rl_phases(args.rl_steps)
+        with waiting(f"bench/train_step.py: {args.rl_steps + 1} demo RL steps"):
+            out["rl_step_phases_s"] = rl_phases(args.rl_steps)
     print(json.dumps(out, indent=1))
 
 

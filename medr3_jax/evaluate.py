@@ -40,6 +40,7 @@ from medr3_jax.data.prompts import PromptStyle, render_prompt
 from medr3_jax.data.records import DataError, QARecord
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.models.transformer import Decoder
+from medr3_jax.progress import add_quiet_flag, set_quiet
 from medr3_jax.sampling import GREEDY, Sampler
 from medr3_jax.sharding import add_process_flags, initialize_from, is_primary, sync
 
@@ -143,7 +144,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--name", default=None, help="the run's name in tables and charts")
     p.add_argument("--out_dir", default=None, help="predictions, results.json/md and accuracy.png go here")
     add_process_flags(p)
-    return p.parse_args(argv)
+    add_quiet_flag(p)
+    args = p.parse_args(argv)
+    set_quiet(args.quiet)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -191,11 +195,11 @@ def _settings(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace, records: dict[str, list[QARecord]]) -> int:
-    from medr3_jax.trainer.policies import load_policy  # noqa: PLC0415
     from medr3_jax.evaluation.report import summarize_split, write_results  # noqa: PLC0415
     from medr3_jax.evaluation.rollouts import evaluate_records  # noqa: PLC0415
     from medr3_jax.models.loading import backend_overrides  # noqa: PLC0415
     from medr3_jax.sharding import make_mesh, param_shardings  # noqa: PLC0415
+    from medr3_jax.trainer.policies import load_policy  # noqa: PLC0415
 
     settings = _settings(args) if args.mode == "rollout" else None
     mesh = make_mesh(args.mesh)

@@ -23,6 +23,7 @@ from jax.sharding import Mesh
 from medr3_jax.models.loading import backend_overrides, load_model
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.models.transformer import Decoder
+from medr3_jax.progress import add_quiet_flag, set_quiet
 from medr3_jax.sampling import GREEDY, Sampler, SamplingParams
 from medr3_jax.sharding import add_process_flags, initialize_from, make_mesh, param_shardings
 
@@ -62,7 +63,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--mesh", default="data=1,fsdp=-1,tensor=1", help="e.g. data=2,fsdp=4,tensor=1")
     p.add_argument("--param_dtype", default=None, help="float32 or bfloat16 (default: f32 on CPU, bf16 elsewhere)")
     add_process_flags(p)
+    add_quiet_flag(p)
     args = p.parse_args(argv)
+    set_quiet(args.quiet)
     if args.greedy and args.temperature:
         p.error("--greedy and --temperature are exclusive")
     try:

@@ -40,6 +40,7 @@ from jax.sharding import PartitionSpec as P
 import gin
 from medr3_jax.models.config import PRESETS, ModelConfig
 from medr3_jax.models.transformer import abstract_decoder, kv_cache_shapes
+from medr3_jax.progress import add_quiet_flag, set_quiet
 from medr3_jax.remote import is_remote, stage
 from medr3_jax.sampling.sampler import CACHE_ROUNDING, PROMPT_BUCKETS, bucket
 from medr3_jax.sharding.mesh import MESH_AXES, parse_mesh_spec
@@ -454,7 +455,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--device_kind", default=None, help=f"say whether it fits one of {sorted(HBM_GIB)}")
     p.add_argument("--hbm", type=float, default=None, help="say whether it fits this many GiB per device")
     p.add_argument("--json", action="store_true", help="print JSON (bytes) instead of the table")
+    add_quiet_flag(p)
     args = p.parse_args(argv)
+    set_quiet(args.quiet)
     if (args.index_rows is None) != (args.index_dim is None):
         p.error("--index_rows and --index_dim go together")
     return args

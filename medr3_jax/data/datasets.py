@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 
 from medr3_jax.data.builders import BUILDERS, QABuilder
 from medr3_jax.data.records import DataError, QARecord
+from medr3_jax.progress import waiting
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ def prepare_dataset(
     if not os.path.isdir(manual_dir):
         raise DataError(f"--manual_dir {manual_dir}: no such directory")
     builder = _builder(dataset, data_dir, skip_bad_records=skip_bad_records)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    with waiting(f"preparing {dataset} from {manual_dir}"):
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     return builder
 
 

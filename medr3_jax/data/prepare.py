@@ -19,6 +19,7 @@ import sys
 from medr3_jax import assets
 from medr3_jax.data.datasets import DATASET_NAMES, load_records, prepare_dataset
 from medr3_jax.data.records import DataError
+from medr3_jax.progress import add_quiet_flag, set_quiet
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", default=None, help="TFDS data directory (default: TFDS's, ~/tensorflow_datasets)")
     parser.add_argument("--skip_bad_records", action="store_true", help="skip and count malformed records")
     parser.add_argument("--dump", action="store_true", help="also print every record as one JSON line")
+    add_quiet_flag(parser)
     args = parser.parse_args(argv)
+    set_quiet(args.quiet)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         manual_dir = assets.sample_dataset_dir(args.dataset) if args.sample else args.manual_dir

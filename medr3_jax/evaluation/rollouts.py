@@ -27,6 +27,7 @@ import numpy as np
 
 from medr3_jax.data.prompts import PromptStyle, render_prompt
 from medr3_jax.data.records import QARecord
+from medr3_jax.progress import Progress
 from medr3_jax.protocol import ANSWER_OPEN, Protocol
 from medr3_jax.rewards.answer import Grade, rule_grade
 from medr3_jax.rollout import Rollout, RolloutEngine
@@ -111,32 +112,37 @@ def evaluate_records(
         log.info("resuming: %d of %d questions already in %s", len(done), len(records), predictions_path)
     tokenizer = engine.tokenizer
     started = time.monotonic()
-    for b in range(start, len(batches)):
-        batch = batches[b]
-        prompts = [
-            tokenizer.encode(
-                render_prompt(r, style, tokenizer, protocol=engine.protocol, max_searches=engine.config.max_searches)
-            )
-            for r in batch
-        ]
-        # a short last batch is filled with repeats of its first prompt (their rows are dropped),
-        # so every batch has the rollout shapes of the first: no compile for the remainder
-        prompts += [prompts[0]] * (settings.batch_size - len(prompts))
-        try:
-            rollout = engine.run(prompts, params=settings.params, seed=settings.seed + b)
-            rows = [_prediction(r, rollout, i, settings.samples, engine.protocol, style, engine.config.retrieval)
-                    for i, r in enumerate(batch)]  # fmt: skip
-        except Exception as err:  # noqa: BLE001 -- a faulty batch is recorded and named, the run goes on
-            log.error("batch of %s failed (%s: %s); its questions are recorded as failed",
-                      [r.id for r in batch], type(err).__name__, err)  # fmt: skip
-            rows = [_base(r) | {"error": f"{type(err).__name__}: {err}"} for r in batch]
-        if predictions_path and write:
-            _append(predictions_path, rows)
-        for row in rows:
-            done[row["id"]] = row
-        rate = (b + 1 - start) / max(time.monotonic() - started, 1e-9)  # batches per second
-        log.info("evaluated %d / %d questions (batch %d of %d, ETA %.0f s)", len(done), len(records), b + 1,
-                 len(batches), (len(batches) - b - 1) / rate)  # fmt: skip
+    with Progress(f"evaluating {len(records)} questions", len(records), "questions") as bar:
+        bar.update(len(done))
+        for b in range(start, len(batches)):
+            batch = batches[b]
+            prompts = [
+                tokenizer.encode(
+                    render_prompt(
+                        r, style, tokenizer, protocol=engine.protocol, max_searches=engine.config.max_searches
+                    )
+                )
+                for r in batch
+            ]
+            # a short last batch is filled with repeats of its first prompt (their rows are dropped),
+            # so every batch has the rollout shapes of the first: no compile for the remainder
+            prompts += [prompts[0]] * (settings.batch_size - len(prompts))
+            try:
+                rollout = engine.run(prompts, params=settings.params, seed=settings.seed + b)
+                rows = [_prediction(r, rollout, i, settings.samples, engine.protocol, style, engine.config.retrieval)
+                        for i, r in enumerate(batch)]  # fmt: skip
+            except Exception as err:  # noqa: BLE001 -- a faulty batch is recorded and named, the run goes on
+                log.error("batch of %s failed (%s: %s); its questions are recorded as failed",
+                          [r.id for r in batch], type(err).__name__, err)  # fmt: skip
+                rows = [_base(r) | {"error": f"{type(err).__name__}: {err}"} for r in batch]
+            if predictions_path and write:
+                _append(predictions_path, rows)
+            for row in rows:
+                done[row["id"]] = row
+            bar.update(len(rows))
+            rate = (b + 1 - start) / max(time.monotonic() - started, 1e-9)  # batches per second
+            log.info("evaluated %d / %d questions (batch %d of %d, ETA %.0f s)", len(done), len(records), b + 1,
+                     len(batches), (len(batches) - b - 1) / rate)  # fmt: skip
     return [done[r.id] for r in records]
 
 

@@ -25,6 +25,7 @@ from flax import nnx
 
 from medr3_jax.models.config import ModelConfig
 from medr3_jax.models.transformer import Decoder, abstract_decoder, param_shapes
+from medr3_jax.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -218,11 +219,16 @@ def load_params(
     _check_source(source, config)
     dtype = np.dtype(ml_dtypes.bfloat16) if config.param_dtype == "bfloat16" else np.dtype(config.param_dtype)
     out: dict[str, jax.Array] = {}
-    for rule in _rules(config):
-        host = _host_param(source, rule, config, dtype)
-        sharding = shardings[rule.path] if shardings else jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        out[rule.path] = jax.make_array_from_callback(host.shape, sharding, lambda idx, h=host: h[idx])
-        del host
+    rules = _rules(config)
+    shapes = param_shapes(config)
+    total = sum(int(np.prod(shapes[r.path])) * dtype.itemsize for r in rules)
+    with Progress(f"loading weights ({config.param_dtype})", total, "B") as bar:
+        for rule in rules:
+            host = _host_param(source, rule, config, dtype)
+            sharding = shardings[rule.path] if shardings else jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            out[rule.path] = jax.make_array_from_callback(host.shape, sharding, lambda idx, h=host: h[idx])
+            bar.update(host.nbytes)
+            del host
     return out
 
 

@@ -25,6 +25,8 @@ from typing import Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 
+from medr3_jax.progress import waiting
+
 log = logging.getLogger("medr3_jax.retrieval")
 
 BM25_DIR = "bm25"
@@ -91,8 +93,9 @@ class BM25Index:
         if _matches(directory, k1, b):
             return cls.load(directory)
         log.info("building the BM25 index into %s (once)", directory)
-        index = cls.build(texts(), k1=k1, b=b)
-        index.save(directory)
+        with waiting(f"building the BM25 index into {directory}"):
+            index = cls.build(texts(), k1=k1, b=b)
+            index.save(directory)
         return cls.load(directory)
 
     @property

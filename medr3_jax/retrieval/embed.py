@@ -36,11 +36,11 @@ from typing import Any, Iterator, Sequence
 import jax
 import ml_dtypes
 import numpy as np
-import tqdm
 from flax import nnx
 from jax.sharding import NamedSharding
 
 from medr3_jax.models.encoder import ENCODER_STYLES, BertEncoder, encoder_inputs, load_encoder, load_encoder_tokenizer
+from medr3_jax.progress import Progress, add_quiet_flag, set_quiet
 from medr3_jax.protocol import scrub_passage
 from medr3_jax.retrieval.corpus import Passage, chunk_files, read_chunks
 from medr3_jax.retrieval.store import MANIFEST, IndexManifest, Shard, shard_done, write_id_index, write_shard
@@ -146,7 +146,7 @@ def embed_corpus(
     total = sum(_line_count(f) for f in chunk_files(corpus))
     num_shards = -(-total // settings.shard_rows)
     mine = sum(1 for i in range(num_shards) if i % process_count == process_index)  # left to write, for the ETA
-    progress = tqdm.tqdm(total=total, unit="passages", desc="embed", disable=None)
+    progress = Progress("embedding the corpus", total, "passages")
     started = time.perf_counter()
     for index, passages in enumerate(_shards(read_chunks(corpus), settings.shard_rows)):
         for p in passages:
@@ -162,6 +162,7 @@ def embed_corpus(
             continue
         if max_shards is not None and written >= max_shards:
             log.info("stopping after %d shards (max_shards)", max_shards)
+            progress.close()
             return dataclasses.replace(fresh, shards=tuple(s for s in shards if shard_done(out_dir, s)))
         _write_shard(out_dir, shard, passages, embedder, policy_tokenizer, settings)
         written, mine = written + 1, mine - 1
@@ -250,7 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--passage_tokens", type=int, default=256, help="policy tokens kept per passage in the store")
     p.add_argument("--mesh", default="data=-1", help="devices that share the encoding batches (this process's)")
     add_process_flags(p)
+    add_quiet_flag(p)
     args = p.parse_args(argv)
+    set_quiet(args.quiet)
     if args.coordinator_address is None and args.num_processes is not None:
         # independent processes (hosts that share only the output directory): no JAX collective
         process_index, process_count, mesh = args.process_id or 0, args.num_processes, make_mesh(args.mesh)

@@ -24,6 +24,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from medr3_jax.progress import waiting
+
 Array = jax.Array
 
 
@@ -63,7 +65,8 @@ class ExactIndex:
             return out
 
         sharding = NamedSharding(mesh, P(mesh.axis_names, None))
-        table = jax.make_array_from_callback(shape, sharding, slice_rows)
+        with waiting(f"reading the {num_rows}-row table onto {devices} device(s)"):
+            table = jax.make_array_from_callback(shape, sharding, slice_rows)
         return cls(table=table, num_rows=num_rows, mesh=mesh, block_rows=block_rows)
 
     def search(self, queries: np.ndarray | Array, k: int) -> tuple[Array, Array]:

@@ -45,6 +45,7 @@ from typing import Any, Callable
 import numpy as np
 
 from medr3_jax.assets import CACHE_ROOT
+from medr3_jax.progress import waiting
 from medr3_jax.sharding.distributed import gather_from_processes
 
 BRUTE_FORCE_BELOW = 20_000  # rows; below this an exact scan is as fast and needs no training
@@ -224,7 +225,8 @@ def cached_build(
     if os.path.exists(os.path.join(path, "medr3_scann.json")):
         log.info("ScaNN index of rows [%d, %d) loaded from %s", row_offset, row_offset + num_rows, path)
         return ScannIndex.load(path, rows=rows)
-    index = ScannIndex.build(read_rows(), row_offset=row_offset)
+    with waiting(f"building the ScaNN index of rows [{row_offset}, {row_offset + num_rows})"):
+        index = ScannIndex.build(read_rows(), row_offset=row_offset)
     if rows is not None:
         index.rows = rows  # the built-in reader held the float32 table; let it go
     part = f"{path}.part-{os.getpid()}"

@@ -12,6 +12,7 @@ import logging
 import sys
 from typing import Sequence
 
+from medr3_jax.progress import add_quiet_flag, set_quiet
 from medr3_jax.retrieval.retriever import Retriever
 
 
@@ -23,7 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="one JSON object per query: ids and scores")
     p.add_argument("queries", nargs="+")
+    add_quiet_flag(p)
     args = p.parse_args(argv)
+    set_quiet(args.quiet)
     retriever = Retriever(args.index, backend=args.backend)
     ids, scores = retriever.search(args.queries, args.k)
     for query, row_ids, row_scores in zip(args.queries, ids, scores):

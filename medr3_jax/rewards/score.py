@@ -33,6 +33,7 @@ import sys
 from typing import Any, Iterator, Sequence
 
 from medr3_jax.data.records import DataError, QARecord
+from medr3_jax.progress import add_quiet_flag, set_quiet
 from medr3_jax.protocol import PROTOCOLS, THINK_OPEN, get_protocol
 from medr3_jax.rewards.judge import Judge
 from medr3_jax.rewards.scoring import Outcome, Scored, score_outcomes
@@ -134,7 +135,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--gin_file", action="append", default=[], help="repeatable; after the bundled stage file")
     p.add_argument("--gin_param", action="append", default=[], help='repeatable, e.g. "stage3/RewardWeights.graph = 0"')
     p.add_argument("--debug", action="store_true", help="a traceback instead of one error line")
-    return p.parse_args(argv)
+    add_quiet_flag(p)
+    args = p.parse_args(argv)
+    set_quiet(args.quiet)
+    return args
 
 
 def _judge(args: argparse.Namespace, configurable: dict) -> Judge | None:

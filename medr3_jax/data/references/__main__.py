@@ -25,6 +25,8 @@ import os
 import sys
 from typing import Any
 
+from medr3_jax.progress import add_quiet_flag, set_quiet
+
 log = logging.getLogger("medr3_jax.data.references.build")
 
 
@@ -60,7 +62,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    add_quiet_flag(parser)
+    args = parser.parse_args(argv)
+    set_quiet(args.quiet)
     # force: importing grain installs a root handler first, which would swallow our INFO lines
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     try:

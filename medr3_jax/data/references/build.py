@@ -41,6 +41,7 @@ from medr3_jax.data.records import QARecord
 from medr3_jax.data.references import FAILURES_SUFFIX, Reference
 from medr3_jax.data.references.prompts import extraction_prompt, grade_prompt, read_grade, read_triples
 from medr3_jax.data.references.teachers import Failure, Teacher
+from medr3_jax.progress import Progress
 from medr3_jax.protocol import MED_R3
 
 log = logging.getLogger(__name__)
@@ -130,26 +131,29 @@ def build_references(
     start, started_at, done_before = state["batches"], time.monotonic(), report.done
     if start:
         log.info("resuming %s at batch %d of %d (%d questions done)", out_path, start + 1, len(batches), report.done)
-    for b in range(start, len(batches)):
-        batch = batches[b]
-        kept, failed = _batch(batch, b, teacher, grader, extractor, settings, report.outcomes)
-        refs = _embedded(batch, kept, embed, embed_id, settings)
-        lines = [ref.to_line() + "\n" for ref in refs]
-        failure_lines = [json.dumps(f, ensure_ascii=False) + "\n" for f in failed]
-        state["out_bytes"] = _append(out_path, lines, state["out_bytes"])
-        state["failures_bytes"] = _append(failures_path, failure_lines, state["failures_bytes"])
-        per_question = Counter((r.dataset, r.id) for r in refs)
-        report.done += len(batch)
-        report.references += len(refs)
-        report.without += len(failed)
-        report.short += sum(0 < per_question[(r.dataset, r.id)] < settings.chains_per_question for r in batch)
-        state["batches"] = b + 1
-        report.complete = b + 1 == len(batches)
-        state["report"] = _report_state(report)
-        _write_json(progress_path, state)
-        _log_progress(
-            report, b + 1, len(batches), (report.done - done_before) / max(time.monotonic() - started_at, 1e-9)
-        )
+    with Progress(f"building references for {len(records)} questions", len(records), "questions") as bar:
+        bar.update(report.done)
+        for b in range(start, len(batches)):
+            batch = batches[b]
+            kept, failed = _batch(batch, b, teacher, grader, extractor, settings, report.outcomes)
+            refs = _embedded(batch, kept, embed, embed_id, settings)
+            lines = [ref.to_line() + "\n" for ref in refs]
+            failure_lines = [json.dumps(f, ensure_ascii=False) + "\n" for f in failed]
+            state["out_bytes"] = _append(out_path, lines, state["out_bytes"])
+            state["failures_bytes"] = _append(failures_path, failure_lines, state["failures_bytes"])
+            per_question = Counter((r.dataset, r.id) for r in refs)
+            report.done += len(batch)
+            bar.update(len(batch))
+            report.references += len(refs)
+            report.without += len(failed)
+            report.short += sum(0 < per_question[(r.dataset, r.id)] < settings.chains_per_question for r in batch)
+            state["batches"] = b + 1
+            report.complete = b + 1 == len(batches)
+            state["report"] = _report_state(report)
+            _write_json(progress_path, state)
+            _log_progress(
+                report, b + 1, len(batches), (report.done - done_before) / max(time.monotonic() - started_at, 1e-9)
+            )
     if not batches or start == len(batches):
         report.complete = True
         state["report"] = _report_state(report)
