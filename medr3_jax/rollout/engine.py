@@ -17,9 +17,9 @@ have and the layout of the inserted blocks.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import logging
+import threading
 import time
 from typing import Protocol, Sequence
 
@@ -35,6 +35,35 @@ log = logging.getLogger(__name__)
 
 # token provenance codes in `Rollout.provenance`
 PAD, PROMPT, SAMPLED, DOCUMENT = 0, 1, 2, 3
+# the kinds of failed retrieval rounds, counted in `Rollout.stats` (metrics `retrieval/errors`, ...)
+RETRIEVAL_FAULTS = ("retrieval_errors", "retrieval_timeouts", "retrieval_bad_replies")
+
+
+class BadRetrieval(ValueError):
+    """A retriever reply of the wrong shape (rows, ids or token lists that do not pair up)."""
+
+
+def call_with_timeout(fn, timeout_s: float):
+    """fn() on a daemon thread; TimeoutError when it has not returned after `timeout_s`. The
+    thread of a call that hangs is left behind (daemon: it blocks neither the next call nor the
+    process's exit), unlike a pool's worker, which would queue every later search behind it."""
+    box: dict = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 -- handed to the caller
+            box["error"] = err
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="retrieval", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise TimeoutError(f"no reply within RolloutConfig.retrieval_timeout_s={timeout_s}")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 class Retrieval(Protocol):
@@ -166,7 +195,6 @@ class RolloutEngine:
         self.sampler, self.retriever, self.config, self.protocol = sampler, retriever, config, protocol
         self.tokenizer = sampler.tokenizer
         self.blocks = protocol.document_blocks(self.tokenizer.encode)
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval")
 
     # ---- the loop -----------------------------------------------------------------------
     def run(self, prompts: Sequence[Sequence[int]], *, params: SamplingParams, seed: int = 0) -> Rollout:
@@ -181,7 +209,9 @@ class RolloutEngine:
             seed=seed,
         )
         stats = dict.fromkeys(
-            ("slots", "used", "waiting", "decode_calls", "retrieval_calls", "retrieval_failures", "retrieval_s"), 0.0
+            ("slots", "used", "waiting", "decode_calls", "retrieval_calls", "retrieval_failures", "retrieval_s")
+            + RETRIEVAL_FAULTS,
+            0.0,
         )
         running = True
         while running:
@@ -256,14 +286,17 @@ class RolloutEngine:
         return appended
 
     def _retrieve(self, queries: list[str], stats: dict) -> list[tuple[list[str], list[int]]]:
-        """(passage ids, block tokens) per query; a failed or slow search gets the notice."""
+        """(passage ids, block tokens) per query; a search that raises, outlasts
+        `retrieval_timeout_s` or replies in the wrong shape gets the notice, counted by kind
+        (`retrieval_errors`, `retrieval_timeouts`, `retrieval_bad_replies`)."""
         t0 = time.perf_counter()
         stats["retrieval_calls"] += 1
         error: str | None = None
         try:
-            future = self._pool.submit(self._search, queries)
-            result = future.result(timeout=self.config.retrieval_timeout_s)
+            result = call_with_timeout(lambda: self._search(queries), self.config.retrieval_timeout_s)
         except Exception as err:  # noqa: BLE001 -- any retriever failure becomes the documented notice
+            kind = {TimeoutError: "retrieval_timeouts", BadRetrieval: "retrieval_bad_replies"}.get(type(err))
+            stats[kind or "retrieval_errors"] += 1
             error = f"{type(err).__name__}: {err}"
         # Every process runs this host side for the same rows: if the search failed on any of
         # them, all insert the notice, so the hosts append the same tokens and stay in step.
@@ -276,8 +309,23 @@ class RolloutEngine:
         return result
 
     def _search(self, queries: list[str]) -> list[tuple[list[str], list[int]]]:
-        ids, _ = self.retriever.search(queries, self.config.top_k)
-        return [(list(row), self.blocks.passages(self.retriever.passage_tokens(row))) for row in ids]
+        """The retriever's reply, checked: one row of at most top_k string ids per query, and one
+        token list per id; anything else is a `BadRetrieval` (never a misaligned insertion)."""
+        k = self.config.top_k
+        ids, _ = self.retriever.search(queries, k)
+        ids = list(ids)
+        if len(ids) != len(queries):
+            raise BadRetrieval(f"{len(ids)} result rows for {len(queries)} queries")
+        out = []
+        for row in ids:
+            row = list(row)
+            if len(row) > k or not all(isinstance(i, str) for i in row):
+                raise BadRetrieval(f"a result row of {len(row)} entries (top_k {k}) or not all string ids: {row[:8]!r}")
+            tokens = list(self.retriever.passage_tokens(row))
+            if len(tokens) != len(row):
+                raise BadRetrieval(f"passage_tokens gave {len(tokens)} token lists for {len(row)} ids")
+            out.append((row, self.blocks.passages(tokens)))
+        return out
 
     # ---- output -------------------------------------------------------------------------
     def _assemble(self, rows: list[_Row], stats: dict) -> Rollout:

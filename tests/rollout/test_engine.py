@@ -10,6 +10,7 @@ import pytest
 from medr3_jax import protocol as P
 from medr3_jax.protocol import MED_R3, SEARCH_R1, STOP_STRINGS, Protocol
 from medr3_jax.rollout import DOCUMENT, PAD, PROMPT, SAMPLED, RolloutConfig, RolloutEngine
+from medr3_jax.rollout.engine import RETRIEVAL_FAULTS
 from medr3_jax.sampling import GREEDY, Sampler, StopReason
 from tests.sampling.fakes import EOS, ScriptedLM, byte_tokenizer
 
@@ -17,20 +18,27 @@ TOK = byte_tokenizer()
 
 
 class FakeRetriever:
-    """ids '<query>#<i>'; each passage's tokens are the bytes of '[<id>]'."""
+    """ids '<query>#<i>'; each passage's tokens are the bytes of '[<id>]'. Faults: `fail` raised,
+    `delay` seconds (`delays`: per call), or a reply of the wrong shape (`fault`: "rows" drops a
+    result row, "wide" gives k + 1 ids, "ints" int ids, "tokens" one token list too few)."""
 
-    def __init__(self, fail: Exception | None = None, delay: float = 0.0):
-        self.fail, self.delay, self.calls = fail, delay, []
+    def __init__(self, fail: Exception | None = None, delay: float = 0.0, fault: str = "", delays=()):
+        self.fail, self.delay, self.fault, self.delays, self.calls = fail, delay, fault, list(delays), []
 
     def search(self, queries, k):
         self.calls.append(list(queries))
-        time.sleep(self.delay)
+        time.sleep(self.delays[len(self.calls) - 1] if self.delays else self.delay)
         if self.fail:
             raise self.fail
-        return [[f"{q}#{i}" for i in range(k)] for q in queries], np.zeros((len(queries), k))
+        ids = [[f"{q}#{i}" for i in range(k + (self.fault == "wide"))] for q in queries]
+        if self.fault == "rows":
+            ids = ids[:-1]
+        if self.fault == "ints":
+            ids = [list(range(k)) for _ in queries]
+        return ids, np.zeros((len(queries), k))
 
     def passage_tokens(self, ids):
-        return [TOK.encode(f"[{i}]") for i in ids]
+        return [TOK.encode(f"[{i}]") for i in ids][: len(ids) - (self.fault == "tokens")]
 
 
 def docs(query: str, k: int, protocol: Protocol = MED_R3) -> list[int]:
@@ -187,9 +195,23 @@ def test_length_cap_counts_inserted_documents():
     assert rollout.search_counts[0] == 1 and (rollout.provenance[0] == DOCUMENT).sum() == len(docs("q", 1))
 
 
+FAULTS = {
+    "raises": (lambda: FakeRetriever(fail=RuntimeError("index offline")), "retrieval_errors"),
+    "hangs": (lambda: FakeRetriever(delay=0.5), "retrieval_timeouts"),
+    "too_few_rows": (lambda: FakeRetriever(fault="rows"), "retrieval_bad_replies"),
+    "too_many_ids": (lambda: FakeRetriever(fault="wide"), "retrieval_bad_replies"),
+    "int_ids": (lambda: FakeRetriever(fault="ints"), "retrieval_bad_replies"),
+    "too_few_token_lists": (lambda: FakeRetriever(fault="tokens"), "retrieval_bad_replies"),
+}
+
+
 @pytest.mark.parametrize("protocol", [MED_R3, SEARCH_R1], ids=lambda p: p.name)
-@pytest.mark.parametrize("retriever", [FakeRetriever(fail=RuntimeError("index offline")), FakeRetriever(delay=0.5)])
-def test_failed_or_slow_retrieval_inserts_the_notice(retriever, protocol):
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_failed_or_slow_retrieval_inserts_the_notice(fault, protocol):
+    """Every retriever fault (an exception, a hang past the timeout, a reply of the wrong shape)
+    gives the row the failure notice, is counted by kind, and the row goes on to its answer."""
+    make, kind = FAULTS[fault]
+    retriever = make()
     config = RolloutConfig(group_size=1, max_searches=2, top_k=2, max_response_tokens=400, decode_segment=16,
                            sequence_bucket=64, retrieval_timeout_s=0.1)  # fmt: skip
     scripts = [["<search>q</search>", ("failed",), "ok</think><answer>A</answer>\0"]]
@@ -201,6 +223,24 @@ def test_failed_or_slow_retrieval_inserts_the_notice(retriever, protocol):
     assert rollout.texts[0] == f"<search>q</search>{notice}ok</think><answer>A</answer>"
     assert rollout.stats["retrieval_failures"] == 1 and rollout.flags[0] == {P.FLAG_RETRIEVAL_FAILED}
     assert rollout.search_counts[0] == 1 and rollout.stop_reasons[0] == StopReason.EOS
+    assert {k: rollout.stats[k] for k in RETRIEVAL_FAULTS} == {k: float(k == kind) for k in RETRIEVAL_FAULTS}
+    assert rollout.metrics()[kind.replace("retrieval_", "retrieval/")] == 1.0
+
+
+def test_a_hung_search_does_not_hold_up_the_next_one():
+    """The first search hangs for 3 s (past the 0.2-s timeout): it gets the notice, and the
+    row's second search, a segment later, is answered at once instead of queueing behind it."""
+    retriever = FakeRetriever(delays=[3.0, 0.0])
+    config = RolloutConfig(group_size=1, max_searches=2, top_k=1, max_response_tokens=400, decode_segment=16,
+                           sequence_bucket=64, retrieval_timeout_s=0.2)  # fmt: skip
+    scripts = [["<search>q</search>", ("failed",), "<search>r</search>", ("doc", "r"), "</think><answer>A</answer>\0"]]
+    start = time.perf_counter()
+    rollout, expected = run(["P <think>"], scripts, config, retriever)
+    assert time.perf_counter() - start < 2.5 and len(retriever.calls) == 2
+    ids, _ = expected[0]
+    assert rollout.tokens[0, rollout.prompt_lengths[0] : rollout.prompt_lengths[0] + len(ids)].tolist() == ids
+    assert rollout.stats["retrieval_timeouts"] == 1 and rollout.stats["retrieval_failures"] == 1
+    assert rollout.retrieved_ids[0] == ["r#0"]
 
 
 def test_groups_share_prompts_and_searches_are_batched():
