@@ -103,7 +103,7 @@ def test_the_weight_loader_reports_the_bytes_it_placed(tmp_path, monkeypatch, ca
     assert "loading weights" not in capsys.readouterr().err
 
 
-CLIS = ("train", "evaluate", "generate", "plan", "rewards.score", "retrieval.embed", "retrieval.search",
+CLIS = ("train", "evaluate", "export", "generate", "plan", "rewards.score", "retrieval.embed", "retrieval.search",
         "data.prepare", "data.references")  # fmt: skip
 
 

@@ -2,7 +2,8 @@
 
 Every source becomes one frozen `Tokenizer` around a `tokenizers.Tokenizer` backend plus the
 ids the rollout needs (BOS, EOS, padding, the end-of-turn stop ids) and the chat template,
-rendered with jinja2 the way transformers renders it.
+rendered by transformers' own chat-template renderer. `Tokenizer.save_hf` writes any of them as
+an HF tokenizer directory (what `python -m medr3_jax.export` ships beside the weights).
 
     tok = load_tokenizer("/path/SmolLM2-135M-Instruct.Q4_1.gguf")   # or an HF directory
     prompt = tok.apply_chat_template([{"role": "user", "content": "Q?"}])
@@ -14,11 +15,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import importlib.resources
 import json
 import os
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
@@ -41,15 +42,8 @@ _DIGIT_PRES = ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaon
 _LLAMA3_PRES = ("llama3", "llama-v3", "llama-bpe", "falcon3", "smaug-bpe", "dbrx", "pixtral")
 _QWEN2_PRES = ("qwen2", "deepseek-r1-qwen", "megrez")
 
-_QWEN2_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}"
-    "{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+# Qwen2.5-Instruct's official chat template, shipped verbatim as package data (see `qwen2_5_chat_template`).
+QWEN2_5_CHAT_TEMPLATE_FILE = "chat_templates/qwen2_5.jinja"
 # Qwen2.5's added tokens from id 151643 on: (text, special). The FIM/tool ones are not special.
 _QWEN2_ADDED: tuple[tuple[str, bool], ...] = (
     ("<|endoftext|>", True),
@@ -152,52 +146,67 @@ class Tokenizer:
     def apply_chat_template(
         self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True, **kwargs: Any
     ) -> str:
-        """Renders `messages` with the chat template as transformers does (same jinja setup and
-        variables: `messages`, `add_generation_prompt`, `bos_token`, `eos_token`, ...)."""
+        """Renders `messages` with the chat template by transformers' own renderer, with the
+        variables its `apply_chat_template` passes (`bos_token`, `eos_token`, `pad_token`,
+        `unk_token`; keys whose value is None dropped from each message); `kwargs` (e.g. `tools`)
+        reach the template too. transformers is imported on the first call (about 0.5 s, no torch)."""
         if self.chat_template is None:
             raise ValueError(f"{self.path}: this tokenizer has no chat template")
+        from transformers.utils.chat_template_utils import render_jinja_template  # noqa: PLC0415 - lazy, ~0.5 s
+
+        chat = [{k: v for k, v in m.items() if v is not None} for m in messages]
+        rendered, _ = render_jinja_template(
+            conversations=[chat],
+            chat_template=self.chat_template,
+            add_generation_prompt=add_generation_prompt,
+            **(self.special_tokens() | kwargs),
+        )
+        return rendered[0]
+
+    def special_tokens(self) -> dict[str, str]:
+        """{"bos_token": text, "eos_token": ..., "pad_token": ..., "unk_token": ...} for the ids set."""
         names = {"bos_token": self.bos_id, "eos_token": self.eos_id, "pad_token": self.pad_id, "unk_token": self.unk_id}
-        special = {k: self.id_to_token(v) for k, v in names.items() if v is not None}
-        template = _compile_template(self.chat_template)
-        return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **(special | kwargs))
+        return {k: self.id_to_token(v) for k, v in names.items() if v is not None}
 
+    def save_hf(self, out_dir: str | os.PathLike[str], *, model_max_length: int | None = None) -> list[str]:
+        """Writes an HF tokenizer directory: tokenizer.json (this backend), tokenizer_config.json
+        (special tokens, added_tokens_decoder, chat template) and special_tokens_map.json, so
+        `transformers.AutoTokenizer.from_pretrained(out_dir)` encodes, decodes and renders chats as
+        this Tokenizer does. Returns the names written.
 
-@functools.lru_cache(maxsize=16)
-def _compile_template(source: str) -> Any:
-    """A jinja2 template compiled like transformers' chat templates (sandbox, trim/lstrip blocks,
-    loop controls, `raise_exception`, `strftime_now`, non-escaping `tojson`, `{% generation %}`)."""
-    import jinja2  # noqa: PLC0415
-    import jinja2.ext  # noqa: PLC0415
-    from jinja2.sandbox import ImmutableSandboxedEnvironment  # noqa: PLC0415
-
-    class _Generation(jinja2.ext.Extension):
-        """`{% generation %}...{% endgeneration %}` marks assistant text; we only render it."""
-
-        tags: ClassVar[set[str]] = {"generation"}
-
-        def parse(self, parser: Any) -> Any:
-            lineno = next(parser.stream).lineno
-            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-            return jinja2.nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(lineno)
-
-        def _render(self, caller: Any) -> str:
-            return caller()
-
-    def raise_exception(message: str) -> None:
-        raise jinja2.exceptions.TemplateError(message)
-
-    def tojson(
-        x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False
-    ) -> str:
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[_Generation, jinja2.ext.loopcontrols]
-    )
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(source)
+        tokenizer_class is PreTrainedTokenizerFast (transformers 4 and 5 both load tokenizer.json
+        as is through it; a model-specific class may rebuild the pre-tokenizer its own way).
+        """
+        out = os.fspath(out_dir)
+        os.makedirs(out, exist_ok=True)
+        self.backend.save(os.path.join(out, "tokenizer.json"))
+        added = {
+            str(i): {
+                "content": t.content,
+                "lstrip": t.lstrip,
+                "normalized": t.normalized,
+                "rstrip": t.rstrip,
+                "single_word": t.single_word,
+                "special": t.special,
+            }
+            for i, t in sorted(self.backend.get_added_tokens_decoder().items())
+        }
+        special = self.special_tokens()
+        config: dict[str, Any] = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "added_tokens_decoder": added,
+            **{name: special.get(name) for name in ("bos_token", "eos_token", "pad_token", "unk_token")},
+            "clean_up_tokenization_spaces": False,  # decode exactly as the backend does
+        }
+        if model_max_length is not None:
+            config["model_max_length"] = int(model_max_length)
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template
+        for name, data in (("tokenizer_config.json", config), ("special_tokens_map.json", special)):
+            with open(os.path.join(out, name), "w", encoding="utf-8") as fh:
+                json.dump(data, fh, indent=2, ensure_ascii=False)
+                fh.write("\n")
+        return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
 
 
 def _stop_ids(backend: tokenizers.Tokenizer, eos_id: int, extra: Sequence[int] = ()) -> tuple[int, ...]:
@@ -212,19 +221,22 @@ def _stop_ids(backend: tokenizers.Tokenizer, eos_id: int, extra: Sequence[int] =
 
 # ---- loading ------------------------------------------------------------------------------
 def load_tokenizer(path: str) -> Tokenizer:
-    """Loads an HF tokenizer directory (`tokenizer.json` + configs) or a `.gguf` file's tokenizer."""
+    """Loads an HF tokenizer directory (`tokenizer.json` + configs), a `.gguf` file's tokenizer or
+    Qwen2 tiktoken ranks (`*.tiktoken`): every path a `Tokenizer.path` records loads back."""
     path = os.fspath(path)
     if os.path.isdir(path):
         return _from_hf_dir(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such tokenizer directory or .gguf file")
+        raise FileNotFoundError(f"{path}: no such tokenizer directory, .gguf or .tiktoken file")
     if os.path.basename(path) == "tokenizer.json":
         return _from_hf_dir(os.path.dirname(path) or ".")
+    if path.endswith(".tiktoken"):
+        return qwen2_tokenizer_from_tiktoken(path)
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if magic == b"GGUF" or path.endswith(".gguf"):
         return _from_gguf(path)
-    raise ValueError(f"{path}: neither a directory with tokenizer.json nor a GGUF file")
+    raise ValueError(f"{path}: neither a directory with tokenizer.json, a GGUF file nor a .tiktoken ranks file")
 
 
 def _read_json(path: str) -> dict[str, Any]:
@@ -452,9 +464,26 @@ def qwen2_tokenizer_from_tiktoken(path: str) -> Tokenizer:
         pad_id=pad,
         bos_id=None,
         stop_ids=_stop_ids(backend, eos),
-        chat_template=_QWEN2_CHAT_TEMPLATE,
+        chat_template=qwen2_5_chat_template(),
         path=path,
     )
+
+
+@functools.lru_cache(maxsize=1)
+def qwen2_5_chat_template() -> str:
+    """Qwen2.5-Instruct's official chat template: the `chat_template` field of the
+    tokenizer_config.json Qwen ships with its Qwen2.5 Instruct models (e.g. Qwen/Qwen2.5-3B-Instruct,
+    modelscope.cn/models/Qwen/Qwen2.5-3B-Instruct/file/view/master?fileName=tokenizer_config.json,
+    the same text on huggingface.co), kept verbatim in `chat_templates/qwen2_5.jinja`. The text was
+    decoded from a quotation of that field in public code and checked against other copies of it.
+
+    Without a system message it writes Qwen's default one ("You are Qwen, created by Alibaba
+    Cloud. You are a helpful assistant."); with `tools=[...]` it writes the tool preamble, and it
+    renders assistant `tool_calls` and `tool` messages as Qwen2.5 was trained on them. Plain
+    system/user/assistant chats render as the ChatML template this module hard-coded before.
+    """
+    resource = importlib.resources.files("medr3_jax.models").joinpath(QWEN2_5_CHAT_TEMPLATE_FILE)
+    return resource.read_text(encoding="utf-8")
 
 
 def _read_tiktoken_ranks(path: str) -> dict[bytes, int]:

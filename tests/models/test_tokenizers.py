@@ -10,14 +10,13 @@ import json
 import jinja2
 import pytest
 
-from medr3_jax.protocol import ANSWER_CLOSE, DOCUMENT_OPEN, SEARCH_CLOSE, THINK_OPEN
-
 from medr3_jax.models.tokenizers import (
     Tokenizer,
     load_tokenizer,
     qwen2_tokenizer_from_tiktoken,
     tag_token_ids,
 )
+from medr3_jax.protocol import ANSWER_CLOSE, DOCUMENT_OPEN, SEARCH_CLOSE, THINK_OPEN
 
 TEXTS = [
     "A 54-year-old man presents with crushing chest pain radiating to the left arm; troponin I is 0.8 ng/mL.",
@@ -226,6 +225,53 @@ def test_qwen2_special_tokens_and_template(qwen: Tokenizer) -> None:
     ids = qwen.encode(prompt)
     assert ids.count(151644) == 3 and ids.count(151645) == 2
     assert qwen.decode(ids, skip_special_tokens=True).startswith("system\nYou are Qwen")
+
+
+QWEN_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "description": "Searches the medical corpus.",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+        },
+    }
+]
+QWEN_TOOL_CHAT = [
+    {"role": "user", "content": "Q?"},
+    {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "search", "arguments": {"query": "x"}}}]},
+    {"role": "tool", "content": "passage ü"},
+]
+
+
+def test_qwen2_saved_as_hf_dir_matches_in_transformers(qwen: Tokenizer, qwen_ranks_path: str, tmp_path) -> None:
+    """What the export writes for a tiktoken source: transformers' AutoTokenizer encodes, decodes
+    and renders chats (the shipped Qwen2.5 template, tools too) exactly as our Tokenizer; our own
+    HF-directory reader and the .tiktoken route of load_tokenizer read the same tokenizer back."""
+    import transformers
+
+    folder = str(tmp_path / "qwen")
+    assert qwen.save_hf(folder) == ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+    hf = transformers.AutoTokenizer.from_pretrained(folder)
+    assert len(hf) == qwen.vocab_size
+    assert (hf.eos_token, hf.pad_token, hf.bos_token, hf.unk_token) == ("<|im_end|>", "<|endoftext|>", None, None)
+    assert {i: (t.content, t.special) for i, t in hf.added_tokens_decoder.items()} == {
+        i: (t.content, t.special) for i, t in qwen.backend.get_added_tokens_decoder().items()
+    }
+    for text in TEXTS + list(DIGIT_AFTER_SPACES):
+        ids = qwen.encode(text)
+        assert hf(text)["input_ids"] == ids, text
+        for skip in (False, True):
+            assert hf.decode(ids, skip_special_tokens=skip) == qwen.decode(ids, skip_special_tokens=skip), text
+    for chat, kwargs in [(c, {}) for c in CHATS] + [(CHATS[0], {"tools": QWEN_TOOLS}), (QWEN_TOOL_CHAT, {})]:
+        for add in (True, False):
+            ours = qwen.apply_chat_template(chat, add_generation_prompt=add, **kwargs)
+            assert hf.apply_chat_template(chat, tokenize=False, add_generation_prompt=add, **kwargs) == ours
+            assert hf.apply_chat_template(chat, add_generation_prompt=add, **kwargs)["input_ids"] == qwen.encode(ours)
+    for back in (load_tokenizer(folder), load_tokenizer(qwen_ranks_path)):
+        assert (back.eos_id, back.pad_id, back.bos_id, back.stop_ids) == (qwen.eos_id, qwen.pad_id, None, qwen.stop_ids)
+        assert back.chat_template == qwen.chat_template
+        assert [back.encode(t) for t in TEXTS] == [qwen.encode(t) for t in TEXTS]
 
 
 # ---- bad input -----------------------------------------------------------------------------------
