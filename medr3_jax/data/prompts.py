@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from medr3_jax.config_types import check_field_types
 from medr3_jax.data.records import QARecord
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.protocol import MED_R3, THINK_OPEN, Protocol
@@ -53,6 +54,7 @@ class PromptStyle:
     show_context: bool = False
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.mode not in ("search", "reason", "mc_eval"):
             raise ValueError(f"PromptStyle.mode={self.mode!r}: expected 'search', 'reason' or 'mc_eval'")
         if self.question_form not in ("open", "choices"):

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from medr3_jax.config_types import check_field_types
 from medr3_jax.data.prompts import PromptStyle, render_prompt
 from medr3_jax.data.records import QARecord
 from medr3_jax.progress import Progress
@@ -53,6 +54,7 @@ class EvalSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.samples < 1 or self.batch_size < 1:
             raise ValueError(f"EvalSettings: samples ({self.samples}) and batch_size ({self.batch_size}) must be >= 1")
         if self.temperature == 0.0 and self.samples > 1:

@@ -15,6 +15,8 @@ import dataclasses
 import math
 from typing import Mapping
 
+from medr3_jax.config_types import check_field_types
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RewardWeights:
@@ -32,6 +34,7 @@ class RewardWeights:
     bad_search: float = 1.0  # -0.1 for a self-written <document> or an empty/double <search>
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -82,6 +85,9 @@ class RewardRules:
     format_gate: bool = True
     bad_search_replaces: bool = True
     clamp_answer_graph: bool = True
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
 
 
 def combine(

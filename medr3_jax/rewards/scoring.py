@@ -24,6 +24,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from medr3_jax.config_types import check_field_types
 from medr3_jax.data.records import QARecord
 from medr3_jax.data.references import Reference
 from medr3_jax.protocol import MED_R3, Protocol
@@ -71,6 +72,7 @@ class OverlongConfig:
     buffer: int | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.buffer is not None and self.buffer < 1:
             raise ValueError(f"OverlongConfig.buffer={self.buffer}: must be >= 1 (or None)")
 

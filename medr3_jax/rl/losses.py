@@ -18,6 +18,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from medr3_jax.config_types import check_field_types
+
 AGGREGATIONS: tuple[str, ...] = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 KL_ESTIMATORS: tuple[str, ...] = ("k1", "k3")
 
@@ -48,6 +50,7 @@ class PolicyLossConfig:
     """Weight of the token-mean entropy bonus (subtracted from the loss); 0 disables it."""
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         _check_number("clip_low", self.clip_low, lambda v: 0 <= v < 1, "in [0, 1)")
         _check_number("clip_high", self.clip_high, lambda v: v >= 0, ">= 0")
         if self.dual_clip is not None:

@@ -26,6 +26,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from medr3_jax import protocol as P
+from medr3_jax.config_types import check_field_types
 from medr3_jax.protocol import DOCUMENT_CLOSE, DOCUMENT_OPEN, SEARCH_CLOSE
 from medr3_jax.sampling import Sampler, SamplingParams, StopReason
 from medr3_jax.sampling.sampler import bucket
@@ -93,6 +94,7 @@ class RolloutConfig:
     sequence_bucket: int = 256
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for name in ("group_size", "top_k", "max_response_tokens", "decode_segment", "sequence_bucket"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RolloutConfig.{name}={getattr(self, name)}: must be >= 1")

@@ -15,6 +15,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from medr3_jax.config_types import check_field_types
+
 Array = jax.Array
 
 
@@ -27,6 +29,7 @@ class SamplingParams:
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.temperature < 0:
             raise ValueError(f"SamplingParams.temperature must be >= 0, got {self.temperature}")
         if self.top_k < 0:

@@ -35,6 +35,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
+from medr3_jax.config_types import check_field_types
 from medr3_jax.models.transformer import Decoder
 from medr3_jax.rl import PolicyLossConfig, aggregate, chunked_token_logprobs_and_entropy, policy_loss
 from medr3_jax.sharding.distributed import to_host
@@ -62,6 +63,7 @@ class OptimizerConfig:
     master_dtype: str | None = "float32"
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.learning_rate < 0 or self.grad_clip <= 0:
             raise ValueError("OptimizerConfig.learning_rate must be >= 0 (0 freezes the policy) and grad_clip > 0")
         if self.master_dtype not in (None, "float32"):
@@ -102,6 +104,7 @@ class UpdateConfig:
     loss: PolicyLossConfig = PolicyLossConfig()
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.epochs < 1 or self.minibatches < 1 or (self.micro_batch is not None and self.micro_batch < 1):
             raise ValueError("UpdateConfig.epochs, minibatches and micro_batch must be >= 1")
         if not isinstance(self.logits_chunk, int) or self.logits_chunk < 0:

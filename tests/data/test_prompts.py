@@ -33,7 +33,7 @@ def test_search_prompt_raw():
 def test_choices_form_shows_the_options():
     text = render_prompt(MC, PromptStyle(mode="search", chat=False, question_form="choices"))
     assert text.endswith("Quesion: Which organ makes insulin?\nOptions:\nA. Liver\nB. Pancreas\nResponse: <think>")
-    with pytest.raises(ValueError, match="PromptStyle.question_form='letters'"):
+    with pytest.raises(ValueError, match="PromptStyle.question_form = 'letters': expected one of 'open', 'choices'"):
         PromptStyle(question_form="letters")
 
 
@@ -97,5 +97,5 @@ def test_mc_eval_prompt_asks_for_the_json_mirage_reads(smollm2_tokenizer):
 
 
 def test_bad_style_is_named():
-    with pytest.raises(ValueError, match="PromptStyle.mode='rag'"):
+    with pytest.raises(ValueError, match="PromptStyle.mode = 'rag': expected one of 'search', 'reason', 'mc_eval'"):
         PromptStyle(mode="rag")
