@@ -35,12 +35,12 @@ from typing import Any, Sequence
 from jax.sharding import Mesh
 
 from medr3_jax import assets
+from medr3_jax.cli import ArgumentParser, entry_point, error_line
 from medr3_jax.data.answers import mirage_answer
 from medr3_jax.data.prompts import PromptStyle, render_prompt
 from medr3_jax.data.records import DataError, QARecord
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.models.transformer import Decoder
-from medr3_jax.progress import add_quiet_flag, set_quiet
 from medr3_jax.sampling import GREEDY, Sampler
 from medr3_jax.sharding import add_process_flags, initialize_from, is_primary, sync
 
@@ -109,7 +109,7 @@ def predict(
 
 # ---- the CLI ---------------------------------------------------------------------------------
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m medr3_jax.evaluate", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m medr3_jax.evaluate", description=__doc__.split("\n")[0])
     policy = p.add_mutually_exclusive_group()
     policy.add_argument("--model", default=None, help="preset with bundled weights, HF dir or .gguf "
                         "(default: smollm2_135m_instruct)")  # fmt: skip
@@ -144,12 +144,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--name", default=None, help="the run's name in tables and charts")
     p.add_argument("--out_dir", default=None, help="predictions, results.json/md and accuracy.png go here")
     add_process_flags(p)
-    add_quiet_flag(p)
     args = p.parse_args(argv)
-    set_quiet(args.quiet)
     return args
 
 
+@entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # force: importing grain installs a root handler first, which would swallow our INFO lines
@@ -164,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         records = _records(args)
         return _run(args, records)
     except (DataError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return 2
 
 
@@ -296,7 +295,7 @@ def _check_run(out_dir: str, run: dict[str, Any]) -> None:
 def _compare(argv: Sequence[str]) -> int:
     from medr3_jax.evaluation.report import compare_runs  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(prog="python -m medr3_jax.evaluate compare",
+    p = ArgumentParser(prog="python -m medr3_jax.evaluate compare",
                                 description="Put several evaluation runs side by side (table + chart).")  # fmt: skip
     p.add_argument("run_dirs", nargs="+", help="--out_dir folders of evaluation runs")
     p.add_argument("--out_dir", default=None, help="also write compare.md and compare.png here")
@@ -304,7 +303,7 @@ def _compare(argv: Sequence[str]) -> int:
     try:
         print(compare_runs(args.run_dirs, out_dir=args.out_dir), end="")
     except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return 2
     return 0
 

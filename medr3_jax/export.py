@@ -33,9 +33,9 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
+from medr3_jax.cli import ArgumentParser, entry_point
 from medr3_jax.models.hf import CheckpointError, save_hf
 from medr3_jax.models.tokenizers import Tokenizer, byte_tokenizer, load_tokenizer
-from medr3_jax.progress import add_quiet_flag, set_quiet
 from medr3_jax.trainer.checkpoints import CHECKPOINT_SUBDIR, final_checkpoint, load_params_from_checkpoint
 
 log = logging.getLogger("medr3_jax.export")
@@ -179,28 +179,23 @@ def export_checkpoint(checkpoint: str, out_dir: str, *, step: int | None = None,
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m medr3_jax.export", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m medr3_jax.export", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, help="run workdir, stage workdir, checkpoint dir or one step dir")
     p.add_argument("--step", type=int, default=None, help="default: the latest step")
     p.add_argument("--out", required=True, help="HF model directory to write")
     p.add_argument(
         "--tokenizer", default=None, help="tokenizer source (HF dir, .gguf, .tiktoken); default: the checkpoint's"
     )
-    add_quiet_flag(p)
     args = p.parse_args(argv)
-    set_quiet(args.quiet)
     return args
 
 
+@entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("jax").setLevel(logging.WARNING)
     args = _parse(argv)
-    try:
-        out = export_checkpoint(args.checkpoint, args.out, step=args.step, tokenizer=args.tokenizer)
-    except (CheckpointError, ExportError) as err:
-        print(f"export: {err}", file=sys.stderr)
-        return 2
+    out = export_checkpoint(args.checkpoint, args.out, step=args.step, tokenizer=args.tokenizer)
     print(out)
     return 0
 

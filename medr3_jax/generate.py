@@ -20,10 +20,10 @@ from typing import Sequence
 import jax
 from jax.sharding import Mesh
 
+from medr3_jax.cli import ArgumentParser, entry_point
 from medr3_jax.models.loading import backend_overrides, load_model
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.models.transformer import Decoder
-from medr3_jax.progress import add_quiet_flag, set_quiet
 from medr3_jax.sampling import GREEDY, Sampler, SamplingParams
 from medr3_jax.sharding import add_process_flags, initialize_from, make_mesh, param_shardings
 
@@ -50,7 +50,7 @@ def generate_text(
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m medr3_jax.generate", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m medr3_jax.generate", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="smollm2_135m_instruct", help="preset with bundled weights, HF dir or .gguf")
     p.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
     p.add_argument("--chat", action="store_true", help="wrap each prompt in the model's chat template")
@@ -63,9 +63,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--mesh", default="data=1,fsdp=-1,tensor=1", help="e.g. data=2,fsdp=4,tensor=1")
     p.add_argument("--param_dtype", default=None, help="float32 or bfloat16 (default: f32 on CPU, bf16 elsewhere)")
     add_process_flags(p)
-    add_quiet_flag(p)
     args = p.parse_args(argv)
-    set_quiet(args.quiet)
     if args.greedy and args.temperature:
         p.error("--greedy and --temperature are exclusive")
     try:
@@ -75,6 +73,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+@entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("jax").setLevel(logging.WARNING)  # "Unable to initialize backend 'tpu'" on CPU

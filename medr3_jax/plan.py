@@ -38,9 +38,9 @@ from jax.sharding import AbstractMesh
 from jax.sharding import PartitionSpec as P
 
 import gin
+from medr3_jax.cli import ArgumentParser, entry_point, error_line
 from medr3_jax.models.config import PRESETS, ModelConfig
 from medr3_jax.models.transformer import abstract_decoder, kv_cache_shapes
-from medr3_jax.progress import add_quiet_flag, set_quiet
 from medr3_jax.remote import is_remote, stage
 from medr3_jax.sampling.sampler import CACHE_ROUNDING, PROMPT_BUCKETS, bucket
 from medr3_jax.sharding.mesh import MESH_AXES, parse_mesh_spec
@@ -444,7 +444,7 @@ def _target(args: argparse.Namespace) -> tuple[str, float] | None:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m medr3_jax.plan", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m medr3_jax.plan", description=__doc__.split("\n")[0])
     p.add_argument("--gin_file", action="append", default=[], help="repeatable, as for medr3_jax.train")
     p.add_argument("--gin_param", action="append", default=[], help="repeatable, as for medr3_jax.train")
     p.add_argument("--mesh", default=None, help="overrides Experiment.mesh, e.g. 'data=2,fsdp=16,tensor=1'")
@@ -455,9 +455,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--device_kind", default=None, help=f"say whether it fits one of {sorted(HBM_GIB)}")
     p.add_argument("--hbm", type=float, default=None, help="say whether it fits this many GiB per device")
     p.add_argument("--json", action="store_true", help="print JSON (bytes) instead of the table")
-    add_quiet_flag(p)
     args = p.parse_args(argv)
-    set_quiet(args.quiet)
     if (args.index_rows is None) != (args.index_dim is None):
         p.error("--index_rows and --index_dim go together")
     return args
@@ -489,6 +487,7 @@ def _hide_gin_probe(record: logging.LogRecord) -> bool:
     return not record.pathname.endswith("gin/resource_reader.py")
 
 
+@entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     if _hide_gin_probe not in logging.getLogger().filters:
@@ -505,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = _target(args)
         staged = plans(args)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return 2
     finally:
         rules_log.setLevel(level)

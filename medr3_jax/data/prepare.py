@@ -10,20 +10,20 @@ release lives and which files go where.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
 import sys
 
 from medr3_jax import assets
+from medr3_jax.cli import ArgumentParser, entry_point, error_line
 from medr3_jax.data.datasets import DATASET_NAMES, load_records, prepare_dataset
 from medr3_jax.data.records import DataError
-from medr3_jax.progress import add_quiet_flag, set_quiet
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASET_NAMES)}, optionally name/config")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--manual_dir", help="the unpacked official release (searched recursively)")
@@ -31,9 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir", default=None, help="TFDS data directory (default: TFDS's, ~/tensorflow_datasets)")
     parser.add_argument("--skip_bad_records", action="store_true", help="skip and count malformed records")
     parser.add_argument("--dump", action="store_true", help="also print every record as one JSON line")
-    add_quiet_flag(parser)
     args = parser.parse_args(argv)
-    set_quiet(args.quiet)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         manual_dir = assets.sample_dataset_dir(args.dataset) if args.sample else args.manual_dir
@@ -54,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                 for record in load_records(args.dataset, split, args.data_dir):
                     print(json.dumps({"split": split} | record.to_json(), ensure_ascii=False))
     except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return 2
     return 0
 

@@ -22,7 +22,6 @@ finishes last writes the manifest. A line per shard gives the throughput and an 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import itertools
@@ -39,8 +38,9 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding
 
+from medr3_jax.cli import ArgumentParser, entry_point
 from medr3_jax.models.encoder import ENCODER_STYLES, BertEncoder, encoder_inputs, load_encoder, load_encoder_tokenizer
-from medr3_jax.progress import Progress, add_quiet_flag, set_quiet
+from medr3_jax.progress import Progress
 from medr3_jax.protocol import scrub_passage
 from medr3_jax.retrieval.corpus import Passage, chunk_files, read_chunks
 from medr3_jax.retrieval.store import MANIFEST, IndexManifest, Shard, shard_done, write_id_index, write_shard
@@ -228,13 +228,14 @@ def _write_shard(out_dir: str, shard: Shard, passages: list[Passage], embedder: 
     write_shard(out_dir, shard, passages, embedder(texts), tokens, lengths)
 
 
+@entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     from medr3_jax import assets  # noqa: PLC0415
     from medr3_jax.sharding import add_process_flags, initialize_from, make_mesh  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("jax").setLevel(logging.WARNING)
-    p = argparse.ArgumentParser(prog="python -m medr3_jax.retrieval.embed", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m medr3_jax.retrieval.embed", description=__doc__.split("\n")[0])
     p.add_argument("--corpus", nargs="+", required=True, help="chunk .jsonl files or directories")
     p.add_argument("--encoder", default="minilm", help="'minilm' (bundled) or an HF BERT directory")
     p.add_argument("--query_encoder", default=None, help="separate query encoder dir (MedCPT); default: --encoder")
@@ -251,9 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--passage_tokens", type=int, default=256, help="policy tokens kept per passage in the store")
     p.add_argument("--mesh", default="data=-1", help="devices that share the encoding batches (this process's)")
     add_process_flags(p)
-    add_quiet_flag(p)
     args = p.parse_args(argv)
-    set_quiet(args.quiet)
     if args.coordinator_address is None and args.num_processes is not None:
         # independent processes (hosts that share only the output directory): no JAX collective
         process_index, process_count, mesh = args.process_id or 0, args.num_processes, make_mesh(args.mesh)

@@ -6,27 +6,25 @@ python -m medr3_jax.retrieval.search --index index/medcorp --backend fusion --js
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from typing import Sequence
 
-from medr3_jax.progress import add_quiet_flag, set_quiet
+from medr3_jax.cli import ArgumentParser, entry_point
 from medr3_jax.retrieval.retriever import Retriever
 
 
+@entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
-    p = argparse.ArgumentParser(prog="python -m medr3_jax.retrieval.search", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m medr3_jax.retrieval.search", description=__doc__.split("\n")[0])
     p.add_argument("--index", required=True, help="directory written by medr3_jax.retrieval.embed")
     p.add_argument("--backend", default="exact", choices=["exact", "scann", "bm25", "fusion"])
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="one JSON object per query: ids and scores")
     p.add_argument("queries", nargs="+")
-    add_quiet_flag(p)
     args = p.parse_args(argv)
-    set_quiet(args.quiet)
     retriever = Retriever(args.index, backend=args.backend)
     ids, scores = retriever.search(args.queries, args.k)
     for query, row_ids, row_scores in zip(args.queries, ids, scores):

@@ -32,8 +32,8 @@ import math
 import sys
 from typing import Any, Iterator, Sequence
 
+from medr3_jax.cli import ArgumentParser, entry_point
 from medr3_jax.data.records import DataError, QARecord
-from medr3_jax.progress import add_quiet_flag, set_quiet
 from medr3_jax.protocol import PROTOCOLS, THINK_OPEN, get_protocol
 from medr3_jax.rewards.judge import Judge
 from medr3_jax.rewards.scoring import Outcome, Scored, score_outcomes
@@ -124,7 +124,7 @@ def output_lines(ids: Sequence[str], scored: Scored) -> list[dict[str, Any]]:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m medr3_jax.rewards.score", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m medr3_jax.rewards.score", description=__doc__.split("\n")[0])
     p.add_argument("--in", dest="input", required=True, help="JSONL of responses, or a trainer rollouts/step_*.jsonl")
     p.add_argument("--stage", type=int, choices=(1, 2, 3), default=3, help="whose reward (default 3: the authors')")
     p.add_argument(
@@ -134,10 +134,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--judge_model", default="judge", help="model name sent to the judge endpoint")
     p.add_argument("--gin_file", action="append", default=[], help="repeatable; after the bundled stage file")
     p.add_argument("--gin_param", action="append", default=[], help='repeatable, e.g. "stage3/RewardWeights.graph = 0"')
-    p.add_argument("--debug", action="store_true", help="a traceback instead of one error line")
-    add_quiet_flag(p)
     args = p.parse_args(argv)
-    set_quiet(args.quiet)
     return args
 
 
@@ -178,18 +175,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+@entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     # gin probes `include`d names as package resources first and logs each miss (see train.main).
     logging.getLogger().addFilter(lambda record: not record.pathname.endswith("gin/resource_reader.py"))
-    args = _parse(argv)
-    try:
-        return run(args)
-    except (InputError, ValueError, OSError) as err:
-        if args.debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run(_parse(argv))
 
 
 if __name__ == "__main__":

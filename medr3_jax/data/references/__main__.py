@@ -25,13 +25,13 @@ import os
 import sys
 from typing import Any
 
-from medr3_jax.progress import add_quiet_flag, set_quiet
+from medr3_jax.cli import ArgumentParser, entry_point, error_line
 
 log = logging.getLogger("medr3_jax.data.references.build")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m medr3_jax.data.references", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m medr3_jax.data.references", description=__doc__.split("\n")[0])
     p.add_argument("--dataset", required=True, help="a prepared dataset (python -m medr3_jax.data.prepare)")
     p.add_argument("--split", default="train")
     p.add_argument("--data_dir", default=None, help="TFDS data dir the dataset was prepared into (default: TFDS's)")
@@ -61,17 +61,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    add_quiet_flag(parser)
     args = parser.parse_args(argv)
-    set_quiet(args.quiet)
     # force: importing grain installs a root handler first, which would swallow our INFO lines
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     try:
         report = run(args)
     except (ValueError, FileNotFoundError) as err:  # DataError, BuildError, bad knobs: one line naming it
-        print(f"error: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return 2
     print(json.dumps(report))
     return 0
