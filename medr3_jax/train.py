@@ -4,7 +4,9 @@
 Gin files pick the stage(s), model, data, mesh and knobs (docs/CONFIG.md lists every one); with
 no model or data bindings it trains the bundled SmolLM2-135M-Instruct on the bundled sample
 questions and corpus on CPU for a few steps. Checkpoints, TensorBoard logs, rollout dumps and
-the gin config go under `--workdir/<stage>/`; a rerun resumes from the last checkpoint.
+the gin config go under `--workdir/<stage>/`; a rerun resumes from the last checkpoint. The
+workdir may be a URL (`gs://bucket/run`, with gcsfs: `pip install 'medr3_jax[gcs]'`): Orbax
+writes the checkpoints there itself, our files go through `medr3_jax.fileio`.
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ import sys
 from typing import Sequence
 
 import gin
+from medr3_jax import fileio
 from medr3_jax.data.prompts import PromptStyle
 from medr3_jax.evaluation.rollouts import EvalSettings
+from medr3_jax.progress import add_quiet_flag, set_quiet
 from medr3_jax.rewards import HTTPJudge, LocalJudge, OverlongConfig, RewardRules, RewardWeights
 from medr3_jax.rl import PolicyLossConfig
 from medr3_jax.rollout import RolloutConfig
 from medr3_jax.sampling import SamplingParams
 from medr3_jax.sharding import add_process_flags, initialize_from, is_primary
 from medr3_jax.trainer.checkpoints import CheckpointConfig
-from medr3_jax.trainer.experiment import Experiment, refuse_remote_path
+from medr3_jax.trainer.experiment import Experiment
 from medr3_jax.trainer.loop import run_stage
 from medr3_jax.trainer.step import OptimizerConfig, UpdateConfig
 from medr3_jax.trainer.summary import SUMMARY_PNG, summarize_run
@@ -55,23 +59,24 @@ def local_judge(model: str = gin.REQUIRED, max_new_tokens: int = 256, batch_size
 @gin.configurable(module="medr3")
 def run(stages: Sequence[str] = ("stage3",), workdir: str = DEFAULT_WORKDIR) -> list[str]:
     """Runs the stages in order, each inside its gin scope (`stage2/RolloutConfig.top_k = 3`
-    binds for stage 2 only); a stage starts from the previous one's final checkpoint."""
+    binds for stage 2 only); a stage starts from the previous one's final checkpoint. `workdir`
+    may be a URL (gs://...)."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"run.stages: unknown stage(s) {unknown}; expected some of {STAGES}")
+    fileio.check(workdir, knob="run.workdir")
     done = []
     for stage in stages:
         exp = stage_experiment(stage)
-        stage_dir = os.path.join(workdir, stage)
-        os.makedirs(stage_dir, exist_ok=True)
+        stage_dir = fileio.join(workdir, stage)
+        fileio.makedirs(stage_dir)
         operative = gin.operative_config_str()
         if is_primary():
-            with open(os.path.join(stage_dir, "operative_config.gin"), "w", encoding="utf-8") as fh:
-                fh.write(operative)
+            fileio.write_text(fileio.join(stage_dir, "operative_config.gin"), operative)
         done.append(run_stage(exp, workdir, operative_config=operative))
     if is_primary():  # what the run changed: a before/after table on stdout, summary.md + summary.png
         table = summarize_run(workdir, list(stages))
-        print(f"\nWhat the run changed ({os.path.join(workdir, SUMMARY_PNG)} has the curves):\n{table}", flush=True)
+        print(f"\nWhat the run changed ({fileio.join(workdir, SUMMARY_PNG)} has the curves):\n{table}", flush=True)
     return done
 
 
@@ -111,9 +116,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m medr3_jax.train", description=__doc__.split("\n")[0])
     p.add_argument("--gin_file", action="append", default=[], help="repeatable; later files override earlier ones")
     p.add_argument("--gin_param", action="append", default=[], help='repeatable, e.g. "Experiment.num_steps = 100"')
-    p.add_argument("--workdir", default=None, help=f"checkpoints, logs, rollouts (default: {DEFAULT_WORKDIR})")
+    p.add_argument("--workdir", default=None,
+                   help=f"checkpoints, logs, rollouts; a path or a gs:// URL (default: {DEFAULT_WORKDIR})")  # fmt: skip
     add_process_flags(p)
-    return p.parse_args(argv)
+    add_quiet_flag(p)
+    args = p.parse_args(argv)
+    set_quiet(args.quiet)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,16 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     workdir = args.workdir or DEFAULT_WORKDIR
     try:
-        refuse_remote_path("--workdir", workdir)
+        fileio.check(workdir, knob="--workdir")  # gs:// without gcsfs: the install command
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     initialize_from(args)
-    log.info("workdir: %s", os.path.abspath(workdir))
-    os.makedirs(workdir, exist_ok=True)
+    log.info("workdir: %s", fileio.absolute(workdir))
+    fileio.makedirs(workdir)
     if is_primary():
-        with open(os.path.join(workdir, "config.gin"), "w", encoding="utf-8") as fh:
-            fh.write(gin.config_str())
+        fileio.write_text(fileio.join(workdir, "config.gin"), gin.config_str())
     run(workdir=workdir)
     return 0
 

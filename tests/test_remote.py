@@ -1,7 +1,7 @@
 """Remote inputs: a fake gs:// filesystem (fsspec, backed by a temporary directory) stands in for
 Cloud Storage. A staged tree is byte-identical, a second start fetches nothing, a changed file
 (new size, or same size and a new modification time) is fetched again, a single file keeps its name; bad URLs name the knob; the train loop swaps every
-remote input for its local copy, and a remote workdir is still refused."""
+remote input for its local copy (a remote workdir is written directly: tests/test_fileio.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from medr3_jax.remote import RemoteError, is_remote, stage
-from medr3_jax.trainer.experiment import Experiment, refuse_remote_path, stage_remote_inputs
+from medr3_jax.trainer.experiment import Experiment, stage_remote_inputs
 
 
 @pytest.fixture
@@ -113,5 +113,3 @@ def test_the_loop_uses_local_copies_of_remote_inputs(bucket, monkeypatch, tmp_pa
     assert (local.model, local.index_dir) == ("random:tiny", None)  # local or unset: untouched
     assert not is_remote(local.data_dir) and _tree(local.data_dir) == _tree(bucket / "b" / "tfds")
     assert _tree(local.init_from) == {"meta.json": b"{}"}
-    with pytest.raises(ValueError, match=r"--workdir='gs://b/runs': a remote workdir is not written directly.*gcsfuse"):
-        refuse_remote_path("--workdir", "gs://b/runs")

@@ -16,11 +16,11 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from medr3_jax import fileio
 from medr3_jax.data.records import QARecord
 from medr3_jax.protocol import BAD_SEARCH_FLAGS
 from medr3_jax.rollout.engine import DOCUMENT, PAD, PROMPT, SAMPLED, Rollout
@@ -99,11 +99,9 @@ def write_audit(
     questions: Sequence[str] | None = None,
     passage_title: Callable[[str], str] | None = None,
 ) -> str:
-    """Writes the step's audit JSONL (atomically: a crash never leaves half a file)."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for row in audit_rows(step, rollout, records, scored, questions, passage_title):
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    """Writes the step's audit JSONL atomically, a crash never leaving half a file: locally a
+    temporary file renamed over it; under a URL (gs://) one object, which appears whole or not
+    at all (`fileio.atomic_write_text`)."""
+    rows = audit_rows(step, rollout, records, scored, questions, passage_title)
+    fileio.atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return path

@@ -17,7 +17,9 @@ the run was made (`checkpoint_meta`).
 
 Layout on disk (orbax): `<dir>/<step>/state/...`, `<dir>/<step>/meta/...`. Every process calls
 `save` (orbax writes each process's shards and lets process 0 write the metadata); only
-process 0 logs.
+process 0 logs. The directory may be a gs:// URL: Orbax writes and reads it itself (etils.epath
+and tensorstore); our own checks around it (does a directory or an item exist) go through
+`medr3_jax.fileio`, and a URL is never made absolute as a local path.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
+from medr3_jax import fileio
 from medr3_jax.models.config import ConfigError, ModelConfig, RopeScaling
 from medr3_jax.models.hf import CheckpointError
 from medr3_jax.models.transformer import Decoder, abstract_decoder, param_shapes
+from medr3_jax.progress import waiting
 from medr3_jax.sharding.distributed import is_primary
 from medr3_jax.sharding.rules import tree_shardings
 
@@ -197,12 +201,12 @@ class Checkpointer:
     def __init__(
         self, directory: str | os.PathLike[str], config: CheckpointConfig | None = None, *, read_only: bool = False
     ):
-        self.directory = os.path.abspath(os.fspath(directory))
+        self.directory = fileio.absolute(os.fspath(directory))
         self.config = config or CheckpointConfig()
         self.read_only = read_only
         self._manager: ocp.CheckpointManager | None = None
         self._kept = _KeptSteps()
-        if not read_only or os.path.isdir(self.directory):
+        if not read_only or fileio.isdir(self.directory):
             keep = [ocp.checkpoint_managers.LatestN(n=self.config.keep), self._kept]
             options = ocp.CheckpointManagerOptions(
                 preservation_policy=None if read_only else ocp.checkpoint_managers.AnyPreservationPolicy(keep),
@@ -228,7 +232,7 @@ class Checkpointer:
         return self._manager.latest_step() if self._manager else None
 
     def step_dir(self, step: int) -> str:
-        return os.path.join(self.directory, str(step))
+        return fileio.join(self.directory, str(step))
 
     def keep_also(self, steps: Iterable[int]) -> None:
         """Besides the newest `keep`, these steps stay on disk (e.g. the best by evaluation);
@@ -277,7 +281,7 @@ class Checkpointer:
     def _check_items(self, step: int, items: tuple[str, ...]) -> None:
         folder = self.step_dir(step)
         for item in items:
-            if not os.path.isdir(os.path.join(folder, item)):
+            if not fileio.isdir(fileio.join(folder, item)):
                 raise CheckpointError(f"{folder}: broken checkpoint, item {item!r} is missing (partial write?)")
 
     def restore_meta(self, step: int | None = None) -> dict[str, Any]:
@@ -305,7 +309,8 @@ class Checkpointer:
                                        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))  # fmt: skip
         args = ocp.args.Composite(**{_STATE: state, _META: ocp.args.JsonRestore()})
         try:
-            out = self._manager.restore(step, args=args)
+            with waiting(f"restoring checkpoint {self.step_dir(step)}"):
+                out = self._manager.restore(step, args=args)
         except Exception as err:
             raise CheckpointError(f"{self.step_dir(step)}: cannot restore checkpoint: {err}") from err
         _log("restored checkpoint %s", self.step_dir(step))
@@ -321,7 +326,8 @@ class Checkpointer:
             item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True
         )
         try:
-            out = self._manager.restore(step, args=ocp.args.Composite(**{_STATE: restore}))
+            with waiting(f"restoring parameters from {self.step_dir(step)}"):
+                out = self._manager.restore(step, args=ocp.args.Composite(**{_STATE: restore}))
         except Exception as err:
             raise CheckpointError(f"{self.step_dir(step)}: cannot restore params: {err}") from err
         return out[_STATE]["params"]
@@ -358,14 +364,14 @@ def _log(msg: str, *args: Any) -> None:
 # ---- chaining stages and loading params ------------------------------------------------------
 def _checkpoint_root(path: str) -> str:
     """A stage workdir holding `checkpoints/`, or the checkpoint directory itself."""
-    sub = os.path.join(path, CHECKPOINT_SUBDIR)
-    return sub if os.path.isdir(sub) else path
+    sub = fileio.join(path, CHECKPOINT_SUBDIR)
+    return sub if fileio.isdir(sub) else path
 
 
 def final_checkpoint(workdir_of_stage: str | os.PathLike[str]) -> str | None:
     """Path of the latest step directory (`.../checkpoints/<step>`) of a stage, or None."""
-    root = _checkpoint_root(os.path.abspath(os.fspath(workdir_of_stage)))
-    if not os.path.isdir(root):
+    root = _checkpoint_root(fileio.absolute(os.fspath(workdir_of_stage)))
+    if not fileio.isdir(root):
         return None
     ckpt = Checkpointer(root, read_only=True)
     try:
@@ -378,7 +384,7 @@ def final_checkpoint(workdir_of_stage: str | os.PathLike[str]) -> str | None:
 def _split_step_dir(path: str, step: int | None) -> tuple[str, int | None]:
     """A step directory `<root>/<n>` (holding a 'state' item) -> (root, n); otherwise unchanged."""
     name = os.path.basename(path.rstrip(os.sep))
-    if name.isdigit() and os.path.isdir(os.path.join(path, _STATE)):
+    if name.isdigit() and fileio.isdir(fileio.join(path, _STATE)):
         if step is not None and step != int(name):
             raise CheckpointError(f"{path}: is the checkpoint of step {name}, but step {step} was asked for")
         return os.path.dirname(path.rstrip(os.sep)), int(name)
@@ -395,9 +401,9 @@ def load_params_from_checkpoint(
     meta["model_config"]; params go to `shardings_fn(config)` ({param path: sharding},
     e.g. `lambda c: param_shardings(c, mesh)`), default device 0. Optimizer state is not read.
     """
-    path = os.path.abspath(os.fspath(checkpoint_dir))
+    path = fileio.absolute(os.fspath(checkpoint_dir))
     root, step = _split_step_dir(path, step)
-    if not os.path.isdir(root):
+    if not fileio.isdir(root):
         raise CheckpointError(f"{path}: no such checkpoint directory")
     ckpt = Checkpointer(root, read_only=True)
     try:
@@ -412,5 +418,5 @@ def load_params_from_checkpoint(
         ckpt.close()
     graphdef, state = abstract_decoder(config)
     nnx.replace_by_pure_dict(state, params)
-    _log("loaded params of %s (step %d)", os.path.join(root, str(step)), step)
+    _log("loaded params of %s (step %d)", fileio.join(root, str(step)), step)
     return nnx.merge(graphdef, state), meta

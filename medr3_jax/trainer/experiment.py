@@ -106,15 +106,3 @@ def stage_remote_inputs(exp: Experiment) -> Experiment:
     (medr3_jax.remote.stage: fetched once into the cache, again only where files changed)."""
     changes = {k: stage(v, knob=f"Experiment.{k}") for k in REMOTE_INPUTS if is_remote(v := getattr(exp, k))}
     return dataclasses.replace(exp, **changes) if changes else exp
-
-
-def refuse_remote_path(knob: str, value: str | None) -> None:
-    """The workdir is written as local files: a URL (gs://, s3://, ...) gets an error naming the
-    knob and the workaround, instead of a directory called 'gs:' under the current one."""
-    if is_remote(value):
-        raise ValueError(
-            f"{knob}={value!r}: a remote workdir is not written directly; mount the bucket with Cloud "
-            "Storage FUSE (gcsfuse) at the same path on every host and pass that path — on a TPU VM "
-            "`tpu/launch.sh --workdir gs://BUCKET/PATH` does that for you (inputs such as "
-            "Experiment.model or index_dir may be gs:// URLs: they are copied to local disk)"
-        )

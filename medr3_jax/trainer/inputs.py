@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from medr3_jax import assets
+from medr3_jax import assets, fileio
 from medr3_jax import protocol as P
 from medr3_jax.data.records import QARecord
 from medr3_jax.data.references import REFERENCES_DIR, Reference, ReferenceStats, read_references
@@ -63,8 +63,8 @@ def stage_model(exp: Experiment, workdir: str) -> StageModel:
     shardings = lambda cfg: param_shardings(cfg, mesh)  # noqa: E731
     model, tokenizer = load_model(exp.model, shardings=shardings, **backend_overrides(exp.param_dtype,
                                                                                         exp.cache_attention))  # fmt: skip
-    stage_dir = os.path.join(workdir, exp.stage)
-    checkpointer = Checkpointer(os.path.join(stage_dir, "checkpoints"), exp.checkpoint)
+    stage_dir = fileio.join(workdir, exp.stage)  # workdir may be a URL (gs://): see medr3_jax.fileio
+    checkpointer = Checkpointer(fileio.join(stage_dir, "checkpoints"), exp.checkpoint)
     return StageModel(exp, stage_dir, mesh, shardings, model, tokenizer, checkpointer)
 
 
@@ -113,7 +113,7 @@ def init_source(exp: Experiment, workdir: str, *, quiet: bool = False) -> str | 
     while (stage := PREVIOUS_STAGE.get(earlier[-1] if earlier else exp.stage)) is not None:
         earlier.append(stage)
     for stage in earlier:  # the nearest earlier stage that ran under this workdir (stage 0 is optional)
-        found = final_checkpoint(os.path.join(workdir, stage, "checkpoints"))
+        found = final_checkpoint(fileio.join(workdir, stage, "checkpoints"))
         if found is not None:
             return found
     if earlier and earlier != ["stage0"]:
@@ -169,7 +169,7 @@ def stage_evaluation(exp: Experiment, records: Sequence[QARecord], stage_dir: st
     log.info("[%s] evaluating %s (%d questions) every %d steps%s", exp.stage,
              ", ".join(f"{k} ({len(v)})" for k, v in splits.items()), sum(map(len, splits.values())), exp.eval_every,
              " and before the first" if exp.eval_before_train else "")  # fmt: skip
-    return PeriodicEvaluation(engine, splits, exp.prompt, exp.eval, directory=os.path.join(stage_dir, "eval"),
+    return PeriodicEvaluation(engine, splits, exp.prompt, exp.eval, directory=fileio.join(stage_dir, "eval"),
                               every=exp.eval_every, before_train=exp.eval_before_train, num_steps=exp.num_steps,
                               run=run)  # fmt: skip
 

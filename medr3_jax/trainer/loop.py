@@ -12,7 +12,6 @@ runs `trainer.sft.run_sft_stage` instead (the cold start).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Mapping, Sequence
 
@@ -20,6 +19,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from medr3_jax import fileio
 from medr3_jax import protocol as P
 from medr3_jax.data.pipeline import QuestionStream
 from medr3_jax.data.prompts import shown_question
@@ -59,7 +59,7 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
 
         return run_sft_stage(exp, workdir, operative_config=operative_config)
     # ---- inputs: the model, where to start, the questions
-    log.info("[%s] workdir %s", exp.stage, os.path.abspath(os.path.join(workdir, exp.stage)))
+    log.info("[%s] workdir %s", exp.stage, fileio.absolute(fileio.join(workdir, exp.stage)))
     built = stage_model(exp, workdir)
     exp, stage_dir, mesh, shardings = built.exp, built.stage_dir, built.mesh, built.shardings
     model, tokenizer, checkpointer = built.model, built.tokenizer, built.checkpointer
@@ -88,7 +88,7 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
         embed, embed_id = (retriever.encode_queries, retriever.embedding_id) if retriever else (no_embed, None)
         graph = GraphReward(judge, embed, embed_id=embed_id)
     references = stage_references(exp, records) if exp.rewards.graph else {}
-    writer = MetricWriter(os.path.join(stage_dir, "tb"))
+    writer = MetricWriter(fileio.join(stage_dir, "tb"))
     if operative_config:
         writer.text(start, "config/operative", operative_config)
     evaluation = stage_evaluation(exp, records, stage_dir, sampler, retriever, protocol) if exp.eval_every else None
@@ -119,7 +119,7 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
         metrics = scored.metrics | train | rollout.metrics() | perf | judge_metrics(exp.judge)
         writer.scalars(step, metrics)
         if exp.audit_every and step % exp.audit_every == 0 and is_primary():
-            write_audit(os.path.join(stage_dir, "rollouts", f"step_{step:06d}.jsonl"), step, rollout, rows, scored,
+            write_audit(fileio.join(stage_dir, "rollouts", f"step_{step:06d}.jsonl"), step, rollout, rows, scored,
                         questions=[shown_question(r, exp.prompt.question_form)[0] for r in rows],
                         passage_title=(lambda pid: retriever.passage(pid).title) if retriever else None)  # fmt: skip
         log.info("[%s] step %d: reward %.3f, answer %.3f, searches/row %.2f, loss %.4f, %.1fs", exp.stage, step,

@@ -9,6 +9,13 @@
 Only process 0 writes; on other processes every method is a no-op, so callers need no
 `if is_primary()`. Metric names are flat with one prefix per room (`rollout/`, `reward/`,
 `loss/`, `retrieval/`, `perf/`).
+
+A remote logdir (`gs://...`, any fsspec URL): tensorboardX writes local files only (gs:// needs
+google-cloud-storage and re-uploads the whole file anyway) and object stores cannot append, so
+the event files and metrics.jsonl are written into a local mirror (`fileio.LocalMirror`, a
+temporary folder) and uploaded whole every `sync_secs` (at the next `scalars` call), on `flush`
+and on `close`; a resumed run first downloads the metrics.jsonl already there and appends to it.
+TensorBoard reads the remote event files directly (its fsspec support); `read_scalars` too.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ import json
 import logging
 import math
 import os
+import time
 from typing import Any, Mapping
 
+from medr3_jax import fileio
 from medr3_jax.sharding.distributed import is_primary
 
 log = logging.getLogger(__name__)
@@ -44,21 +53,35 @@ def as_code_block(text: str) -> str:
 
 class MetricWriter:
     """Scalars and text to TensorBoard event files in `logdir` and one JSON line per
-    `scalars` call to `<logdir>/metrics.jsonl`. Process 0 only; elsewhere a no-op."""
+    `scalars` call to `<logdir>/metrics.jsonl`. Process 0 only; elsewhere a no-op. A URL logdir
+    is written through a local mirror, uploaded every `sync_secs` and at flush / close."""
 
-    def __init__(self, logdir: str | os.PathLike[str], *, jsonl: bool = True):
+    def __init__(self, logdir: str | os.PathLike[str], *, jsonl: bool = True, sync_secs: float = 30.0):
         self.logdir = os.fspath(logdir)
         self.active = is_primary()
+        self.sync_secs = sync_secs
         self._writer = None
         self._jsonl = None
+        self._mirror: fileio.LocalMirror | None = None
+        self._synced = time.monotonic()
         if not self.active:
             return
         from tensorboardX import SummaryWriter  # noqa: PLC0415
 
-        os.makedirs(self.logdir, exist_ok=True)
-        self._writer = SummaryWriter(logdir=self.logdir, flush_secs=30)
+        fileio.check(self.logdir, knob="MetricWriter logdir")
+        self._mirror = fileio.LocalMirror(self.logdir)
+        if self._mirror.remote:
+            self._mirror.pull(JSONL_NAME)  # a resumed run appends to the rows already there
+            log.info("TensorBoard and %s of %s are written in %s and uploaded every %.0f s and at the end",
+                     JSONL_NAME, self.logdir, self._mirror.local, sync_secs)  # fmt: skip
+        else:
+            os.makedirs(self.logdir, exist_ok=True)
+        # tensorboardX names event files by the second and host; an upload replaces a remote file of
+        # the same name, so remote ones get a nanosecond suffix (names still sort by time)
+        suffix = f".{time.time_ns()}" if self._mirror.remote else ""
+        self._writer = SummaryWriter(logdir=self._mirror.local, flush_secs=30, filename_suffix=suffix)
         if jsonl:
-            self._jsonl = open(os.path.join(self.logdir, JSONL_NAME), "a", encoding="utf-8")  # noqa: SIM115
+            self._jsonl = open(os.path.join(self._mirror.local, JSONL_NAME), "a", encoding="utf-8")  # noqa: SIM115
 
     def __enter__(self) -> MetricWriter:
         return self
@@ -81,6 +104,8 @@ class MetricWriter:
         if self._jsonl is not None:
             self._jsonl.write(json.dumps({"step": int(step), **kept}) + "\n")
             self._jsonl.flush()
+        if self._mirror is not None and self._mirror.remote and time.monotonic() - self._synced >= self.sync_secs:
+            self.flush()
 
     def text(self, step: int, tag: str, text: str, *, code: bool = False) -> None:
         """A text summary (markdown); `code=True` shows it verbatim, e.g. the operative gin config."""
@@ -89,10 +114,12 @@ class MetricWriter:
         self._writer.add_text(tag, as_code_block(text) if code else text, global_step=int(step))
 
     def flush(self) -> None:
+        """Writes out what is buffered; a remote logdir's changed files are uploaded."""
         if self._writer is not None:
             self._writer.flush()
         if self._jsonl is not None:
             self._jsonl.flush()
+        self._upload()
 
     def close(self) -> None:
         if self._writer is not None:
@@ -101,6 +128,15 @@ class MetricWriter:
         if self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None
+        if self._mirror is not None:
+            self._upload()
+            self._mirror.close()
+            self._mirror = None
+
+    def _upload(self) -> None:
+        if self._mirror is not None and self._mirror.remote:
+            self._mirror.push()
+            self._synced = time.monotonic()
 
 
 def _accumulator(logdir: str | os.PathLike[str]) -> Any:

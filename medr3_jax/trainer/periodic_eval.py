@@ -12,8 +12,11 @@ prompt, with the weights of the moment) every N steps, at the end, and before th
 `<directory>/step_<N>/` as the `python -m medr3_jax.evaluate` CLI writes a run (predictions per
 split appended per batch, results.md, accuracy.png, then results.json), so `evaluate compare`
 reads them; a run killed mid-evaluation resumes its predictions, and a step whose results.json
-exists is `finished`. `<directory>/best.json` names the step (>= 1) with the highest average
-accuracy so far and its checkpoint; the trainer keeps that checkpoint besides the newest.
+exists is `finished`. Under a remote workdir (gs://) a step's files are written in a local mirror
+(`fileio.LocalMirror`) and uploaded when its evaluation is done, results.json last; a run killed
+mid-evaluation there redoes that step's evaluation. `<directory>/best.json` names the step
+(>= 1) with the highest average accuracy so far and its checkpoint; the trainer keeps that
+checkpoint besides the newest.
 The authors never evaluate during training (`trainer.test_freq=-1` and
 `val_before_train=False` in `myverl/med_R3_grpo.sh`, GitHub 8023looker/Med-R3), so the paper
 recipe leaves this off.
@@ -27,6 +30,7 @@ import os
 import time
 from typing import Any, Mapping, Sequence
 
+from medr3_jax import fileio
 from medr3_jax.data.prompts import PromptStyle
 from medr3_jax.data.records import QARecord
 from medr3_jax.evaluation.report import RESULTS_JSON, average_row, summarize_split, write_results
@@ -76,11 +80,11 @@ class PeriodicEvaluation:
         return step <= self.num_steps and (step % self.every == 0 or step == self.num_steps)
 
     def step_dir(self, step: int) -> str:
-        return os.path.join(self.directory, f"step_{step:06d}")
+        return fileio.join(self.directory, f"step_{step:06d}")
 
     def finished(self, step: int) -> bool:
         """Whether an earlier run completed this step's evaluation (its results.json is there)."""
-        return os.path.exists(os.path.join(self.step_dir(step), RESULTS_JSON))
+        return fileio.exists(fileio.join(self.step_dir(step), RESULTS_JSON))
 
     def run(self, step: int, *, checkpoint: str | None = None) -> dict[str, float]:
         """Evaluates the current weights as step `step` (resuming the step's predictions files);
@@ -88,23 +92,27 @@ class PeriodicEvaluation:
         best.json when this step is the best so far."""
         out_dir = self.step_dir(step)
         started = time.perf_counter()
+        mirror = fileio.LocalMirror(out_dir)  # out_dir itself when local
+        mirror.pull()  # a remote step's files, were any left there
         sync(f"eval {step} start")  # a resumed predictions file is read by every process alike
         rows = []
         for key, records in self.splits.items():
             dataset, _, split = key.rpartition(":")
-            path = os.path.join(out_dir, f"predictions_{dataset.replace('/', '_')}_{split}.jsonl")
+            path = os.path.join(mirror.local, f"predictions_{dataset.replace('/', '_')}_{split}.jsonl")
             predictions = evaluate_records(self.engine, records, self.style, self.settings, predictions_path=path,
                                            write=is_primary())  # fmt: skip
             rows.append(summarize_split(dataset, split, predictions))
         run = {"name": f"{self.run_info.get('stage', 'stage')} step {step}", "step": step, **self.run_info}
         average = average_row(rows)
         if is_primary():
-            write_results(out_dir, run, rows)
+            write_results(mirror.local, run, rows)
+            mirror.push(last=(RESULTS_JSON,))  # results.json last: its presence says the step is complete
+        mirror.close()
         accuracy = float(average["accuracy"])
         if step >= 1 and (self.best is None or accuracy > self.best["accuracy"]):
             self.best = {"step": step, "accuracy": accuracy, "checkpoint": checkpoint, "results": out_dir}
             if is_primary():
-                _write_json(os.path.join(self.directory, BEST_FILE), self.best)
+                fileio.atomic_write_text(fileio.join(self.directory, BEST_FILE), json.dumps(self.best, indent=1))
         sync(f"eval {step} written")
         log.info("evaluation at step %d: accuracy %.3f (%s); best %s; %.1fs", step, accuracy,
                  ", ".join(f"{r['dataset']}:{r['split']} {r['accuracy']:.3f}" for r in rows),
@@ -145,22 +153,13 @@ def eval_metrics(rows: Sequence[Mapping[str, Any]], average: Mapping[str, Any]) 
 
 def read_best(directory: str) -> dict[str, Any] | None:
     """The best step so far ({"step", "accuracy", "checkpoint", "results"}), or None."""
-    return _read_json(os.path.join(directory, BEST_FILE))
+    return _read_json(fileio.join(directory, BEST_FILE))
 
 
 def _read_json(path: str) -> dict[str, Any] | None:
-    if not os.path.exists(path):
+    if not fileio.exists(path):
         return None
-    with open(path, encoding="utf-8") as fh:
-        try:
-            return json.load(fh)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not JSON ({err.msg}); move the file away to evaluate that step again") from None
-
-
-def _write_json(path: str, value: Any) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(value, fh, indent=1)
-    os.replace(tmp, path)
+    try:
+        return json.loads(fileio.read_text(path))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err.msg}); move the file away to evaluate that step again") from None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
 import time
 from collections import Counter
@@ -28,6 +27,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from flax import nnx
 
+from medr3_jax import fileio
 from medr3_jax import protocol as P
 from medr3_jax.data.prompts import PromptStyle, render_prompt
 from medr3_jax.data.records import QARecord
@@ -151,7 +151,7 @@ def run_sft_stage(exp: Experiment, workdir: str, *, operative_config: str = "") 
     """Runs (or resumes) a supervised stage under `workdir/<stage>`; returns its checkpoint dir."""
     # ---- inputs: the model, where to start, the chains
     log.info("[%s] workdir %s (supervised on reference chains)", exp.stage,
-             os.path.abspath(os.path.join(workdir, exp.stage)))  # fmt: skip
+             fileio.absolute(fileio.join(workdir, exp.stage)))  # fmt: skip
     built = stage_model(exp, workdir)
     exp, stage_dir, mesh, shardings = built.exp, built.stage_dir, built.mesh, built.shardings
     model, tokenizer, checkpointer = built.model, built.tokenizer, built.checkpointer
@@ -174,7 +174,7 @@ def run_sft_stage(exp: Experiment, workdir: str, *, operative_config: str = "") 
                          f"{exp.train_data}")  # fmt: skip
 
     # ---- build: logs, and the evaluation's sampler (the policy's weights) and retriever
-    writer = MetricWriter(os.path.join(stage_dir, "tb"))
+    writer = MetricWriter(fileio.join(stage_dir, "tb"))
     if operative_config:
         writer.text(start, "config/operative", operative_config)
     evaluation, sampler = None, None

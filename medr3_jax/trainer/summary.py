@@ -3,6 +3,8 @@ wrote (`<stage>/tb` scalars, `<stage>/eval/step_N/results.json`).
 
     table = summarize_run("runs/demo", ["stage0", "stage3"])   # also writes summary.md, summary.png
 
+The workdir may be a URL (gs://): files are read and written through `medr3_jax.fileio`.
+
 Before = the first value the run recorded, after = the last: held-out evaluation (accuracy,
 format-valid rate, unreadable answers, searches per question; the first evaluation of the first
 stage that evaluates, the last of the last), the RL stages' training rollouts (mean reward,
@@ -13,9 +15,9 @@ says whether its number moved; a run that recorded a number once says so instead
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Sequence
 
+from medr3_jax import fileio
 from medr3_jax.evaluation.report import RESULTS_JSON
 from medr3_jax.trainer.metrics import read_scalars
 
@@ -35,13 +37,12 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
 
 def _evaluations(stage_dir: str) -> list[tuple[int, dict[str, Any]]]:
     """(step, results.json average) of a stage's evaluations, by step."""
-    root = os.path.join(stage_dir, "eval")
+    root = fileio.join(stage_dir, "eval")
     out = []
-    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-        path = os.path.join(root, name, RESULTS_JSON)
-        if name.startswith("step_") and os.path.exists(path):
-            with open(path, encoding="utf-8") as fh:
-                out.append((int(name.removeprefix("step_")), json.load(fh)["average"]))
+    for name in fileio.listdir(root) if fileio.isdir(root) else []:
+        path = fileio.join(root, name, RESULTS_JSON)
+        if name.startswith("step_") and fileio.exists(path):
+            out.append((int(name.removeprefix("step_")), json.loads(fileio.read_text(path))["average"]))
     return out
 
 
@@ -49,8 +50,9 @@ def run_series(workdir: str, stages: Sequence[str]) -> dict[str, list[tuple[str,
     """key -> [(stage, step, value)] over the stages in order, for every key of `ROWS`."""
     series: dict[str, list[tuple[str, int, float]]] = {key: [] for _, _, key, _ in ROWS}
     for stage in stages:
-        stage_dir = os.path.join(workdir, stage)
-        scalars = read_scalars(os.path.join(stage_dir, "tb")) if os.path.isdir(os.path.join(stage_dir, "tb")) else {}
+        stage_dir = fileio.join(workdir, stage)
+        tb = fileio.join(stage_dir, "tb")
+        scalars = read_scalars(tb) if fileio.isdir(tb) else {}
         evaluations = _evaluations(stage_dir)
         for _, where, key, _ in ROWS:
             if where == "eval":
@@ -108,7 +110,8 @@ def _chart(path: str, series: dict[str, list[tuple[str, int, float]]]) -> None:
         ax.set_xlabel(f"step ({' then '.join(stages)})")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with fileio.open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
     plt.close(fig)
 
 
@@ -117,7 +120,8 @@ def summarize_run(workdir: str, stages: Sequence[str]) -> str:
     curves as summary.png into `workdir`."""
     series = run_series(workdir, stages)
     table = summary_table(series)
-    with open(os.path.join(workdir, SUMMARY_MD), "w", encoding="utf-8") as fh:
-        fh.write(f"Run {os.path.abspath(workdir)}, stages {', '.join(stages)}\n\n{table}")
-    _chart(os.path.join(workdir, SUMMARY_PNG), series)
+    fileio.write_text(
+        fileio.join(workdir, SUMMARY_MD), f"Run {fileio.absolute(workdir)}, stages {', '.join(stages)}\n\n{table}"
+    )
+    _chart(fileio.join(workdir, SUMMARY_PNG), series)
     return table
