@@ -56,8 +56,12 @@ def error_line(err: BaseException) -> str:
     text = str(err) if isinstance(err, INPUT_ERRORS) else f"{type(err).__name__}: {err}"
     if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str):
         text = err.args[0]  # not the repr KeyError's str() gives
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return "error: " + ("; ".join(lines) or type(err).__name__)
+    return "error: " + (one_line(text) or type(err).__name__)
+
+
+def one_line(text: str) -> str:
+    """`text`'s non-empty lines, stripped and joined with "; " (gin adds context lines to errors)."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _debug(argv: Sequence[str]) -> bool:

@@ -77,7 +77,9 @@ def _matches(value: Any, tp: Any) -> bool:
         return not args or (len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args)))
     if origin is not None:  # list[...], dict[...], Mapping[...]: the container type only
         return isinstance(value, origin) if isinstance(origin, type) else True
-    return isinstance(value, tp) if isinstance(tp, type) else True
+    if not isinstance(tp, type) or getattr(tp, "_is_protocol", False):  # a Protocol: duck-typed, not checked
+        return True
+    return isinstance(value, tp)
 
 
 def check_field_types(obj: Any) -> None:

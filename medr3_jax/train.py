@@ -19,9 +19,9 @@ from typing import Sequence
 
 import gin
 from medr3_jax import fileio
+from medr3_jax.cli import ArgumentParser, entry_point, one_line
 from medr3_jax.data.prompts import PromptStyle
 from medr3_jax.evaluation.rollouts import EvalSettings
-from medr3_jax.progress import add_quiet_flag, set_quiet
 from medr3_jax.rewards import HTTPJudge, LocalJudge, OverlongConfig, RewardRules, RewardWeights
 from medr3_jax.rl import PolicyLossConfig
 from medr3_jax.rollout import RolloutConfig
@@ -108,23 +108,21 @@ def parse_gin(files: Sequence[str], params: Sequence[str]) -> str | None:
     try:
         gin.parse_config_files_and_bindings(resolved, list(params))
     except Exception as err:  # noqa: BLE001 -- gin reports unknown names/bad syntax with several types
-        return f"error: gin configuration: {type(err).__name__}: {err}"
+        return "error: " + one_line(f"gin configuration: {type(err).__name__}: {err}")
     return None
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m medr3_jax.train", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m medr3_jax.train", description=__doc__.split("\n")[0])
     p.add_argument("--gin_file", action="append", default=[], help="repeatable; later files override earlier ones")
     p.add_argument("--gin_param", action="append", default=[], help='repeatable, e.g. "Experiment.num_steps = 100"')
     p.add_argument("--workdir", default=None,
                    help=f"checkpoints, logs, rollouts; a path or a gs:// URL (default: {DEFAULT_WORKDIR})")  # fmt: skip
     add_process_flags(p)
-    add_quiet_flag(p)
-    args = p.parse_args(argv)
-    set_quiet(args.quiet)
-    return args
+    return p.parse_args(argv)
 
 
+@entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
     for noisy in ("jax", "absl"):
@@ -138,11 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     workdir = args.workdir or DEFAULT_WORKDIR
-    try:
-        fileio.check(workdir, knob="--workdir")  # gs:// without gcsfs: the install command
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    fileio.check(workdir, knob="--workdir")  # gs:// without gcsfs: the install command
     initialize_from(args)
     log.info("workdir: %s", fileio.absolute(workdir))
     fileio.makedirs(workdir)

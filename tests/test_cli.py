@@ -11,16 +11,22 @@ import sys
 
 import pytest
 
+import gin
 from medr3_jax import cli
 
 MISSING = "/nonexistent/medr3"
 
 # cli -> (a missing file: argv, what the error names), (a bad knob: argv, what the error names)
 CASES = {
+    "train": (
+        (["--gin_file", f"{MISSING}.gin"], f"{MISSING}.gin"),
+        (["--gin_file", "gin/stage3.gin", "--gin_param", "Experiment.num_steps = 'x'"],
+         "Experiment.num_steps = 'x': expected an int"),
+    ),
     "plan": (
         (["--gin_file", f"{MISSING}.gin"], f"{MISSING}.gin"),
-        (["--gin_file", "gin/stage3.gin", "--gin_param", "RolloutConfig.group_size = 'x'"],
-         "RolloutConfig.group_size = 'x': expected an int"),
+        (["--gin_file", "gin/stage3.gin", "--gin_param", "Experiment.num_steps = 'x'"],
+         "Experiment.num_steps = 'x': expected an int"),
     ),
     "export": (
         (["--checkpoint", MISSING, "--out", "/tmp/medr3_cli_never"], MISSING),
@@ -64,7 +70,9 @@ def _fresh_root_logger():
     root = logging.getLogger()
     saved = root.handlers[:]
     root.handlers.clear()
+    gin.clear_config()  # train and plan parse gin in this process
     yield
+    gin.clear_config()
     root.handlers[:] = saved
 
 

@@ -64,6 +64,8 @@ BAD = {
     "UpdateConfig": ("micro_batch", 2.0),
     "PolicyLossConfig": ("clip_low", "0.2"),
     "EvalSettings": ("samples", "4"),
+    "CheckpointConfig": ("every_steps", "50"),
+    "Experiment": ("num_steps", "x"),
 }
 
 

@@ -38,6 +38,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from medr3_jax import fileio
+from medr3_jax.config_types import check_field_types
 from medr3_jax.models.config import ConfigError, ModelConfig, RopeScaling
 from medr3_jax.models.hf import CheckpointError
 from medr3_jax.models.transformer import Decoder, abstract_decoder, param_shapes
@@ -68,6 +69,7 @@ class CheckpointConfig:
     async_save: bool = True
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.every_steps < 1:
             raise ValueError(f"CheckpointConfig.every_steps must be >= 1, got {self.every_steps}")
         if self.keep < 1:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from medr3_jax import protocol as P
+from medr3_jax.config_types import check_field_types
 from medr3_jax.data.prompts import PromptStyle
 from medr3_jax.evaluation.rollouts import EvalSettings
 from medr3_jax.remote import is_remote, stage
@@ -72,6 +73,7 @@ class Experiment:
     eval: EvalSettings = EvalSettings()
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.objective not in OBJECTIVES:
             raise ValueError(f"{self.stage}: Experiment.objective={self.objective!r}: expected one of {OBJECTIVES}")
         if self.objective == "sft" and not self.references:
