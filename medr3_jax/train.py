@@ -30,6 +30,7 @@ from medr3_jax.sharding import add_process_flags, initialize_from, is_primary
 from medr3_jax.trainer.checkpoints import CheckpointConfig
 from medr3_jax.trainer.experiment import Experiment
 from medr3_jax.trainer.loop import run_stage
+from medr3_jax.trainer.preemption import EXIT_PREEMPTED, Preempted
 from medr3_jax.trainer.step import OptimizerConfig, UpdateConfig
 from medr3_jax.trainer.summary import SUMMARY_PNG, summarize_run
 
@@ -142,7 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     fileio.makedirs(workdir)
     if is_primary():
         fileio.write_text(fileio.join(workdir, "config.gin"), gin.config_str())
-    run(workdir=workdir)
+    try:
+        run(workdir=workdir)
+    except Preempted as stop:  # a SIGTERM: the checkpoint is written; say how to go on
+        print(stop.message, file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
     return 0
 
 

@@ -29,8 +29,8 @@ CASES = {
          "Experiment.num_steps = 'x': expected an int"),
     ),
     "export": (
-        (["--checkpoint", MISSING, "--out", "/tmp/medr3_cli_never"], MISSING),
-        (["--checkpoint", MISSING, "--out", "/tmp/medr3_cli_never", "--step", "x"], "--step"),
+        (["--checkpoint", MISSING, "--out", "{tmp}/out"], MISSING),
+        (["--checkpoint", MISSING, "--out", "{tmp}/out", "--step", "x"], "--step"),
     ),
     "generate": (
         (["--model", MISSING, "--prompt", "hi"], MISSING),
@@ -45,8 +45,8 @@ CASES = {
         (["--dataset", "nope", "--sample"], "nope"),
     ),
     "retrieval.embed": (
-        (["--corpus", MISSING, "--out", "/tmp/medr3_cli_never"], MISSING),
-        (["--corpus", MISSING, "--out", "/tmp/medr3_cli_never", "--dtype", "int3"], "--dtype"),
+        (["--corpus", MISSING, "--out", "{tmp}/out"], MISSING),
+        (["--corpus", MISSING, "--out", "{tmp}/out", "--dtype", "int3"], "--dtype"),
     ),
     "retrieval.search": (
         (["--index", MISSING, "q"], MISSING),
@@ -57,7 +57,8 @@ CASES = {
         (["--in", f"{MISSING}.jsonl", "--stage", "7"], "--stage"),
     ),
     "data.references": (
-        (["--dataset", "medqa", "--sample", "--limit", "1", "--teacher_local", MISSING], MISSING),
+        (["--dataset", "medqa", "--sample", "--limit", "1", "--data_dir", "{tmp}", "--teacher_local", MISSING],
+         MISSING),
         (["--dataset", "medqa", "--sample", "--top_k", "x"], "--top_k"),
     ),
 }  # fmt: skip
@@ -90,8 +91,9 @@ def _run(capsys, name: str, argv: list[str]) -> tuple[int, str]:
 
 @pytest.mark.parametrize("case", ["missing_file", "bad_knob"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_one_error_line_naming_the_input_and_exit_2(name, case, capsys):
+def test_one_error_line_naming_the_input_and_exit_2(name, case, capsys, tmp_path):
     argv, named = CASES[name][case == "bad_knob"]
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]  # nothing is written outside the test's folder
     code, err = _run(capsys, name, argv)
     last = err.strip().splitlines()[-1]
     assert code == 2, err[-2000:]

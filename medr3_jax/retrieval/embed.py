@@ -134,6 +134,7 @@ def embed_corpus(
     """
     if not 0 <= process_index < process_count:
         raise ValueError(f"process {process_index} of {process_count}: expected 0 <= process_id < num_processes")
+    files = chunk_files(corpus)  # a missing corpus is an error before anything is written
     os.makedirs(out_dir, exist_ok=True)
     encoder = load_encoder(encoder_dir, **style_overrides(style))
     tokenizer = load_encoder_tokenizer(encoder_dir)
@@ -143,7 +144,7 @@ def embed_corpus(
                           settings=dataclasses.asdict(settings), dim=encoder.config.hidden_size)  # fmt: skip
     _check_or_start(out_dir, fresh)
     checksum, count, shards, written, written_rows = hashlib.sha256(), 0, [], 0, 0
-    total = sum(_line_count(f) for f in chunk_files(corpus))
+    total = sum(_line_count(f) for f in files)
     num_shards = -(-total // settings.shard_rows)
     mine = sum(1 for i in range(num_shards) if i % process_count == process_index)  # left to write, for the ETA
     progress = Progress("embedding the corpus", total, "passages")

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import jax
@@ -43,7 +44,7 @@ from medr3_jax.models.config import ConfigError, ModelConfig, RopeScaling
 from medr3_jax.models.hf import CheckpointError
 from medr3_jax.models.transformer import Decoder, abstract_decoder, param_shapes
 from medr3_jax.progress import waiting
-from medr3_jax.sharding.distributed import is_primary
+from medr3_jax.sharding.distributed import all_processes, is_primary, sync
 from medr3_jax.sharding.rules import tree_shardings
 
 log = logging.getLogger(__name__)
@@ -62,11 +63,15 @@ class CheckpointConfig:
     every_steps: save at steps that are multiples of this (plus forced saves, e.g. the last).
     keep: how many of the newest checkpoints stay on disk.
     async_save: write in a background thread; `save` returns once arrays are on the host.
+    max_failed_saves: a save that fails (a full disk, a lost mount) is logged and tried again at
+    the next step; this many failures in a row stop the run with an error rather than train on
+    without a checkpoint.
     """
 
     every_steps: int = 50
     keep: int = 3
     async_save: bool = True
+    max_failed_saves: int = 3
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -74,6 +79,8 @@ class CheckpointConfig:
             raise ValueError(f"CheckpointConfig.every_steps must be >= 1, got {self.every_steps}")
         if self.keep < 1:
             raise ValueError(f"CheckpointConfig.keep must be >= 1, got {self.keep}")
+        if self.max_failed_saves < 1:
+            raise ValueError(f"CheckpointConfig.max_failed_saves must be >= 1, got {self.max_failed_saves}")
 
 
 class TrainCheckpoint(NamedTuple):
@@ -208,6 +215,9 @@ class Checkpointer:
         self.read_only = read_only
         self._manager: ocp.CheckpointManager | None = None
         self._kept = _KeptSteps()
+        self.failed_saves = 0  # in a row; reset by a save that commits
+        self._pending: int | None = None  # the step of an async save not yet known to have committed
+        self._retry = False  # the last save failed: save at the next call whatever the step
         if not read_only or fileio.isdir(self.directory):
             keep = [ocp.checkpoint_managers.LatestN(n=self.config.keep), self._kept]
             options = ocp.CheckpointManagerOptions(
@@ -250,7 +260,8 @@ class Checkpointer:
         """
         if self._manager is None or self.read_only:
             raise CheckpointError(f"{self.directory}: checkpointer is read-only")
-        if not force and step % self.config.every_steps:
+        self._check_pending()
+        if not force and not self._retry and step % self.config.every_steps:
             return False
         if step in self._manager.all_steps():
             _log("checkpoint %s already exists; not saving again", self.step_dir(step))
@@ -260,14 +271,52 @@ class Checkpointer:
             json.dumps(meta)
         except TypeError as err:
             raise TypeError(f"checkpoint meta for step {step} is not JSON-able: {err}") from None
-        saved = self._manager.save(
-            step,
-            args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeSave(state), _META: ocp.args.JsonSave(meta)}),
-            force=True,
-        )
+        try:
+            saved = self._manager.save(
+                step,
+                args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeSave(state), _META: ocp.args.JsonSave(meta)}),
+                force=True,
+            )
+        except Exception as err:  # noqa: BLE001 -- a full disk, permissions, a lost mount: counted, retried
+            self._failed(step, err)
+            return False
         if saved:
             _log("saving checkpoint %s%s", self.step_dir(step), " (async)" if self.config.async_save else "")
+            self._pending, self._retry = step, False
+            if not self.config.async_save:
+                self._check_pending()
         return bool(saved)
+
+    def _check_pending(self) -> None:
+        """Settles the last save: an async one that failed counts as a failure (and the next call
+        saves); one that committed resets the count."""
+        if self._pending is None:
+            return
+        step = self._pending
+        if self.config.async_save and self._manager.is_saving_in_progress():
+            return
+        self._pending = None
+        try:
+            self._manager.check_for_errors()
+        except Exception as err:  # noqa: BLE001 -- the background save's own error
+            self._failed(step, err)
+            return
+        self.failed_saves = 0
+
+    def _failed(self, step: int, err: BaseException) -> None:
+        self.failed_saves += 1
+        self._retry = True
+        latest = self.latest_step()
+        if self.failed_saves >= self.config.max_failed_saves:
+            raise CheckpointError(
+                f"{self.directory}: {self.failed_saves} checkpoint saves in a row failed (the last, step {step}: "
+                f"{type(err).__name__}: {err}); stopping rather than training on without a checkpoint "
+                f"(CheckpointConfig.max_failed_saves). Free space or fix the directory, then rerun to resume from "
+                f"{'step ' + str(latest) if latest is not None else 'the start'}"
+            ) from err
+        log.warning("checkpoint step %d not saved (%s: %s); %d failed in a row, trying again at the next step "
+                    "(the run stops after %d)", step, type(err).__name__, err, self.failed_saves,
+                    self.config.max_failed_saves)  # fmt: skip
 
     # -- restore --
     def _resolve(self, step: int | None) -> int:
@@ -279,6 +328,44 @@ class Checkpointer:
         if step not in self._manager.all_steps():
             raise CheckpointError(f"{self.directory}: no checkpoint for step {step}; steps: {self.all_steps()}")
         return step
+
+    def restore_latest_good(self, *, abstract_state: Any) -> TrainCheckpoint | None:
+        """The newest step that restores (None when there is none at all). A newer step that
+        cannot be restored (a truncated file, a missing item: a writer killed mid-save, a partial
+        copy) is logged with the reason and moved aside to `<directory>.unrestorable/<step>-<time>`,
+        never deleted, and the step before it is tried; every process takes the same decision.
+        CheckpointError when no step restores."""
+        aside: list[str] = []
+        for step in sorted(self.all_steps(), reverse=True):
+            error = None
+            try:
+                restored = self.restore(step, abstract_state=abstract_state)
+            except CheckpointError as err:
+                error = err
+            if all_processes(error is None):
+                if aside:
+                    _log("resuming from step %d, the newest checkpoint that restores", step)
+                return restored
+            where = self._set_aside(step)
+            aside.append(where)
+            log.warning("checkpoint step %d cannot be restored (%s); moved aside to %s (kept), trying the step "
+                        "before it", step, error or "failed on another process", where)  # fmt: skip
+        if aside:
+            raise CheckpointError(f"{self.directory}: no checkpoint could be restored; the broken ones are kept in "
+                                  f"{', '.join(aside)}")  # fmt: skip
+        return None
+
+    def _set_aside(self, step: int) -> str:
+        """Moves step `step`'s directory out of the manager's sight (process 0), then every
+        process rereads the step list."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        where = fileio.join(f"{self.directory}.unrestorable", f"{step}-{stamp}")
+        if is_primary():
+            fileio.makedirs(f"{self.directory}.unrestorable")
+            fileio.replace(self.step_dir(step), where)
+        sync(f"checkpoint_aside_{step}")
+        self._manager.reload()
+        return where
 
     def _check_items(self, step: int, items: tuple[str, ...]) -> None:
         folder = self.step_dir(step)
@@ -336,9 +423,21 @@ class Checkpointer:
 
     # -- lifecycle --
     def wait(self) -> None:
-        """Blocks until an async save has been committed."""
-        if self._manager is not None:
+        """Blocks until an async save has been committed; CheckpointError when the last save
+        failed (a run must not end, or be evaluated, on a checkpoint that is not there)."""
+        if self._manager is None:
+            return
+        try:
             self._manager.wait_until_finished()
+        except Exception as err:  # noqa: BLE001 -- the background save's error, settled below
+            if self._pending is not None:
+                step, self._pending = self._pending, None
+                self._failed(step, err)
+        self._check_pending()
+        if self._retry and not self.read_only:
+            latest = self.latest_step()
+            raise CheckpointError(f"{self.directory}: the last checkpoint save failed (see the warnings above); "
+                                  f"the newest checkpoint there is step {latest}")  # fmt: skip
 
     def close(self) -> None:
         if self._manager is not None:

@@ -90,10 +90,10 @@ def start_policy(exp: Experiment, workdir: str, checkpointer: Checkpointer, poli
         if keep_reference:
             policy.set_reference(policy.sampler_params())  # in the model's dtype: what the sampler runs
             log.info("[%s] KL reference (kl_coef %g): %s", exp.stage, exp.update.loss.kl_coef, source or exp.model)
-    if latest is not None:
-        state, meta = checkpointer.restore(latest, abstract_state=restore_target(policy.state()))
+    if latest is not None:  # the newest step that restores; broken newer ones are set aside (logged)
+        state, meta = checkpointer.restore_latest_good(abstract_state=restore_target(policy.state()))
         policy.load_state(state)
-        log.info("[%s] resuming from its checkpoint at step %d (data position %d)", exp.stage, latest,
+        log.info("[%s] resuming from its checkpoint at step %d (data position %d)", exp.stage, meta["step"],
                  meta["data_position"])  # fmt: skip
         return int(meta["step"]), int(meta["data_position"])
     return 0, 0

@@ -47,6 +47,7 @@ from medr3_jax.trainer.inputs import (
 )
 from medr3_jax.trainer.metrics import MetricWriter
 from medr3_jax.trainer.periodic_eval import PeriodicEvaluation
+from medr3_jax.trainer.preemption import Preempted, PreemptionWatch
 from medr3_jax.trainer.step import PolicyTrainer, TrainBatch
 
 log = logging.getLogger("medr3_jax.train")
@@ -99,55 +100,72 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
     log.info("[%s] training steps %d..%d on %d questions, %d rows per step, protocol %s, %s questions", exp.stage,
              start, exp.num_steps - 1, len(records), exp.prompts_per_step * exp.rollout.group_size, protocol.name,
              exp.prompt.question_form)  # fmt: skip
-    for step in range(start, exp.num_steps):
-        if evaluation is not None:
-            evaluation.run_if_due(step, checkpointer, writer)
-        t0 = time.perf_counter()
-        batch = stream.next()  # rollout
-        rollout = engine.run(batch.prompts, params=exp.sampling, seed=exp.seed * 100_003 + step)
-        t1 = time.perf_counter()
-        rows = [r for r in batch.records for _ in range(exp.rollout.group_size)]  # score
-        scored = score_rollout(exp, protocol, rollout, rows, judge=judge, graph=graph, references=references)
-        advantages = group_advantages(scored.totals, rollout.group_ids, len(batch.records),  # advantages
-                                      estimator=exp.advantage_estimator)  # fmt: skip
-        t2 = time.perf_counter()
-        train = policy.update(rollout_batch(rollout, np.asarray(advantages)), seed=step)  # update
-        sampler.update_params(policy.sampler_params())
-        t3 = time.perf_counter()
-        perf = {"perf/rollout_s": t1 - t0, "perf/reward_s": t2 - t1, "perf/update_s": t3 - t2,  # log
-                "perf/step_seconds": t3 - t0, "perf/train_tokens": float(rollout.mask.sum())}  # fmt: skip
-        metrics = scored.metrics | train | rollout.metrics() | perf | judge_metrics(exp.judge)
-        writer.scalars(step, metrics)
-        if exp.audit_every and step % exp.audit_every == 0 and is_primary():
-            write_audit(fileio.join(stage_dir, "rollouts", f"step_{step:06d}.jsonl"), step, rollout, rows, scored,
-                        questions=[shown_question(r, exp.prompt.question_form)[0] for r in rows],
-                        passage_title=(lambda pid: retriever.passage(pid).title) if retriever else None)  # fmt: skip
-        log.info("[%s] step %d: reward %.3f, answer %.3f, searches/row %.2f, loss %.4f, %.1fs", exp.stage, step,
-                 metrics["reward/total"], metrics.get("reward/answer", float("nan")),
-                 metrics["rollout/searches_per_row"], metrics["loss/total"], metrics["perf/step_seconds"])  # fmt: skip
-        save_step(
-            exp,
-            step + 1,
-            checkpointer,
-            policy,
-            evaluation,
-            data_position=stream.position,  # checkpoint
-            model=model,
-            tokenizer=tokenizer,
-            operative_config=operative_config,
-        )
+    with PreemptionWatch() as watch:
+        for step in range(start, exp.num_steps):
+            if evaluation is not None:
+                evaluation.run_if_due(step, checkpointer, writer)
+            t0 = time.perf_counter()
+            batch = stream.next()  # rollout
+            rollout = engine.run(batch.prompts, params=exp.sampling, seed=exp.seed * 100_003 + step)
+            t1 = time.perf_counter()
+            rows = [r for r in batch.records for _ in range(exp.rollout.group_size)]  # score
+            scored = score_rollout(exp, protocol, rollout, rows, judge=judge, graph=graph, references=references)
+            advantages = group_advantages(scored.totals, rollout.group_ids, len(batch.records),  # advantages
+                                          estimator=exp.advantage_estimator)  # fmt: skip
+            t2 = time.perf_counter()
+            train = policy.update(rollout_batch(rollout, np.asarray(advantages)), seed=step)  # update
+            sampler.update_params(policy.sampler_params())
+            t3 = time.perf_counter()
+            perf = {"perf/rollout_s": t1 - t0, "perf/reward_s": t2 - t1, "perf/update_s": t3 - t2,  # log
+                    "perf/step_seconds": t3 - t0, "perf/train_tokens": float(rollout.mask.sum())}  # fmt: skip
+            metrics = scored.metrics | train | rollout.metrics() | perf | judge_metrics(exp.judge)
+            writer.scalars(step, metrics)
+            if exp.audit_every and step % exp.audit_every == 0 and is_primary():
+                audit = fileio.join(stage_dir, "rollouts", f"step_{step:06d}.jsonl")
+                try:
+                    write_audit(audit, step, rollout, rows, scored,
+                                questions=[shown_question(r, exp.prompt.question_form)[0] for r in rows],
+                                passage_title=(lambda pid: retriever.passage(pid).title) if retriever else None)  # fmt: skip
+                except OSError as err:  # a full disk: logged; the checkpoints decide whether the run may go on
+                    log.warning("[%s] %s not written (%s); training goes on", exp.stage, audit, err)
+            log.info("[%s] step %d: reward %.3f, answer %.3f, searches/row %.2f, loss %.4f, %.1fs", exp.stage, step,
+                     metrics["reward/total"], metrics.get("reward/answer", float("nan")),
+                     metrics["rollout/searches_per_row"], metrics["loss/total"], metrics["perf/step_seconds"])  # fmt: skip
+            stop = step + 1 < exp.num_steps and watch.stop_requested(step + 1)  # SIGTERM on any host
+            save_step(
+                exp,
+                step + 1,
+                checkpointer,
+                policy,
+                evaluation,
+                data_position=stream.position,  # checkpoint
+                model=model,
+                tokenizer=tokenizer,
+                operative_config=operative_config,
+                force=stop,
+            )
+            if stop:
+                stop_preempted(step + 1, checkpointer, writer)
     return end_stage(exp, checkpointer, writer, evaluation)
 
 
 def save_step(exp: Experiment, step: int, checkpointer: Checkpointer, policy: PolicyTrainer,
               evaluation: PeriodicEvaluation | None, *, data_position: int, model, tokenizer: Tokenizer,
-              operative_config: str) -> None:  # fmt: skip
-    """Checkpoint `step` (the weights after `step` updates) when due; always after the last step
-    and before an evaluation, so that an evaluated step has its checkpoint."""
+              operative_config: str, force: bool = False) -> None:  # fmt: skip
+    """Checkpoint `step` (the weights after `step` updates) when due; always after the last step,
+    before an evaluation (so that an evaluated step has its checkpoint) and when `force`d."""
     meta = checkpoint_meta(step=step, stage=exp.stage, data_position=data_position, model_config=model.config,
                            tokenizer=tokenizer.path, operative_config=operative_config)  # fmt: skip
-    due = step == exp.num_steps or (evaluation is not None and evaluation.due(step))
+    due = force or step == exp.num_steps or (evaluation is not None and evaluation.due(step))
     checkpointer.save(step, policy.state(), meta, force=due)
+
+
+def stop_preempted(step: int, checkpointer: Checkpointer, writer: MetricWriter) -> None:
+    """After a SIGTERM: the checkpoint of `step` committed, the logs closed, then `Preempted`."""
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
+    raise Preempted(step, checkpointer.directory)
 
 
 def end_stage(exp: Experiment, checkpointer: Checkpointer, writer: MetricWriter,

@@ -63,6 +63,7 @@ class MetricWriter:
         self._writer = None
         self._jsonl = None
         self._mirror: fileio.LocalMirror | None = None
+        self.write_failures = 0  # metrics lines that could not be written (logged, never fatal)
         self._synced = time.monotonic()
         if not self.active:
             return
@@ -102,10 +103,19 @@ class MetricWriter:
             kept[name] = number
             self._writer.add_scalar(name, number, global_step=int(step))
         if self._jsonl is not None:
-            self._jsonl.write(json.dumps({"step": int(step), **kept}) + "\n")
-            self._jsonl.flush()
+            try:
+                self._jsonl.write(json.dumps({"step": int(step), **kept}) + "\n")
+                self._jsonl.flush()
+            except OSError as err:  # a full disk: the run goes on (its checkpoints say whether it may)
+                self.write_failures += 1
+                log.warning("%s: metrics of step %d not written (%s); training goes on (%d such failures)",
+                            os.path.join(self.logdir, JSONL_NAME), step, err, self.write_failures)  # fmt: skip
         if self._mirror is not None and self._mirror.remote and time.monotonic() - self._synced >= self.sync_secs:
-            self.flush()
+            try:
+                self.flush()
+            except OSError as err:
+                self.write_failures += 1
+                log.warning("%s: upload failed (%s); tried again at the next sync", self.logdir, err)
 
     def text(self, step: int, tag: str, text: str, *, code: bool = False) -> None:
         """A text summary (markdown); `code=True` shows it verbatim, e.g. the operative gin config."""

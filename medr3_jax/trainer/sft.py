@@ -43,8 +43,9 @@ from medr3_jax.trainer.inputs import (
     start_policy,
     train_records,
 )
-from medr3_jax.trainer.loop import end_stage, save_step
+from medr3_jax.trainer.loop import end_stage, save_step, stop_preempted
 from medr3_jax.trainer.metrics import MetricWriter
+from medr3_jax.trainer.preemption import PreemptionWatch
 from medr3_jax.trainer.step import PolicyTrainer, TrainBatch
 
 log = logging.getLogger("medr3_jax.train")
@@ -190,29 +191,34 @@ def run_sft_stage(exp: Experiment, workdir: str, *, operative_config: str = "") 
     trained_tokens = sum(sum(ex.trained) for ex in examples)
     log.info("[%s] supervised steps %d..%d on %d chains (%d trained tokens), %d rows per step", exp.stage, start,
              exp.num_steps - 1, len(examples), trained_tokens, exp.prompts_per_step)  # fmt: skip
-    for step in range(start, exp.num_steps):
-        if evaluation is not None:
-            evaluation.run_if_due(step, checkpointer, writer)
-        t0 = time.perf_counter()
-        rows, epoch = step_rows(len(examples), exp.prompts_per_step, step, exp.seed)
-        batch = sft_batch([examples[i] for i in rows], exp.prompt_buckets, tokenizer.pad_id)
-        metrics = policy.update(batch, seed=step)
-        if sampler is not None:
-            sampler.update_params(policy.sampler_params())
-        metrics |= {"sft/epoch": float(epoch), "sft/trained_tokens": float(batch.loss_mask.sum()),
-                    "perf/step_seconds": time.perf_counter() - t0}  # fmt: skip
-        writer.scalars(step, metrics)
-        log.info("[%s] step %d: nll %.4f, epoch %d, %.1fs", exp.stage, step, metrics["loss/nll"], epoch,
-                 metrics["perf/step_seconds"])  # fmt: skip
-        save_step(
-            exp,
-            step + 1,
-            checkpointer,
-            policy,
-            evaluation,
-            data_position=(step + 1) * exp.prompts_per_step,
-            model=model,
-            tokenizer=tokenizer,
-            operative_config=operative_config,
-        )
+    with PreemptionWatch() as watch:
+        for step in range(start, exp.num_steps):
+            if evaluation is not None:
+                evaluation.run_if_due(step, checkpointer, writer)
+            t0 = time.perf_counter()
+            rows, epoch = step_rows(len(examples), exp.prompts_per_step, step, exp.seed)
+            batch = sft_batch([examples[i] for i in rows], exp.prompt_buckets, tokenizer.pad_id)
+            metrics = policy.update(batch, seed=step)
+            if sampler is not None:
+                sampler.update_params(policy.sampler_params())
+            metrics |= {"sft/epoch": float(epoch), "sft/trained_tokens": float(batch.loss_mask.sum()),
+                        "perf/step_seconds": time.perf_counter() - t0}  # fmt: skip
+            writer.scalars(step, metrics)
+            log.info("[%s] step %d: nll %.4f, epoch %d, %.1fs", exp.stage, step, metrics["loss/nll"], epoch,
+                     metrics["perf/step_seconds"])  # fmt: skip
+            stop = step + 1 < exp.num_steps and watch.stop_requested(step + 1)  # SIGTERM on any host
+            save_step(
+                exp,
+                step + 1,
+                checkpointer,
+                policy,
+                evaluation,
+                data_position=(step + 1) * exp.prompts_per_step,
+                model=model,
+                tokenizer=tokenizer,
+                operative_config=operative_config,
+                force=stop,
+            )
+            if stop:
+                stop_preempted(step + 1, checkpointer, writer)
     return end_stage(exp, checkpointer, writer, evaluation)
