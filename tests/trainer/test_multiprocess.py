@@ -1,5 +1,6 @@
 """Two processes on 127.0.0.1 stand for two hosts (jax.distributed, gloo collectives). The whole
-train loop (tiny model, retrieval on, 3 steps, checkpoints, a resume in the middle) must end
+train loop (tiny model, retrieval on, 3 steps, checkpoints, a SIGTERM to one host and a resume in
+the middle) must end
 exactly where one process with the same two devices ends; the retriever split across both
 processes (exact: rows over their devices; scann: a share of rows each, candidates merged)
 must return what one process returns; the process-sharded judge asks each prompt once."""
@@ -17,6 +18,7 @@ import pytest
 
 from medr3_jax.retrieval.retriever import Retriever
 from medr3_jax.trainer import load_params_from_checkpoint, read_scalars
+from medr3_jax.trainer.preemption import EXIT_PREEMPTED
 from tests.trainer.train_cli import evaluate_command, run_command_on_two_processes, run_one_process, run_two_processes
 
 
@@ -30,12 +32,21 @@ def test_two_processes_train_resume_and_equal_the_one_process_run(
     tmp_path, sample_data_dir, byte_index, one_process_run
 ):
     work = tmp_path / "two"
-    first = run_two_processes(work, sample_data_dir, byte_index, 2, portpicker.pick_unused_port())
-    assert [rc for rc, _ in first] == [0, 0], first[0][1][-3000:] + first[1][1][-3000:]
+    # The first launch is preempted: process 1 alone gets SIGTERM once step 0 is logged; both
+    # processes stop at the same step boundary, with its checkpoint, and exit 143.
+    logged = lambda: os.path.exists(work / "stage3" / "tb" / "metrics.jsonl") and "loss/total" in open(  # noqa: E731
+        work / "stage3" / "tb" / "metrics.jsonl", encoding="utf-8").read()  # fmt: skip
+    first = run_two_processes(work, sample_data_dir, byte_index, 3, portpicker.pick_unused_port(),
+                              sigterm_when=logged)  # fmt: skip
+    assert [rc for rc, _ in first] == [EXIT_PREEMPTED] * 2, first[0][1][-3000:] + first[1][1][-3000:]
+    stops = [log.strip().splitlines()[-1] for _, log in first]
+    assert stops[0] == stops[1] and stops[0].startswith("preempted: stopped after step "), stops
+    stopped = int(stops[0].split("after step ")[1].split()[0])
+    assert stopped in (1, 2)
     second = run_two_processes(work, sample_data_dir, byte_index, 3, portpicker.pick_unused_port())
     assert [rc for rc, _ in second] == [0, 0], second[0][1][-3000:] + second[1][1][-3000:]
     primary_log, other_log = second[0][1], second[1][1]
-    assert "resuming from its checkpoint at step 2" in primary_log and "[stage3] step 2:" in primary_log
+    assert f"resuming from its checkpoint at step {stopped}" in primary_log and "[stage3] step 2:" in primary_log
     assert "[stage3] step" not in other_log  # one log for the job: process 1 reports only problems
 
     one_model, one_meta = load_params_from_checkpoint(str(one_process_run / "stage3" / "checkpoints"))

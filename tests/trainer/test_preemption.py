@@ -19,7 +19,7 @@ from medr3_jax.trainer.checkpoints import Checkpointer, load_params_from_checkpo
 from medr3_jax.trainer.preemption import EXIT_PREEMPTED
 from tests.trainer.train_cli import GIN_DIR
 
-STEPS = 2
+STEPS = 3
 
 
 def _command(workdir) -> list[str]:
@@ -50,6 +50,7 @@ def test_sigterm_checkpoints_the_step_and_the_rerun_equals_an_uninterrupted_run(
     deadline = time.monotonic() + 300
     while _metric_rows(stopped) < 1 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
+    # (3 steps: the signal lands during step 1 at the latest, so the run stops at step 1 or 2, before its end)
     assert proc.poll() is None, "the run ended before its first step was logged"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)

@@ -3,8 +3,10 @@ CPU devices, or two processes with one device each joined by jax.distributed on 
 (gloo), both on the same ('data'=2) mesh, so their runs must agree."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 GIN_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "gin")
 
@@ -55,15 +57,17 @@ def run_one_process(cmd, timeout=600):
     return done.returncode, done.stdout, done.stderr
 
 
-def run_two_processes(workdir, sample_data_dir, index_dir, steps, port, timeout=600):
+def run_two_processes(workdir, sample_data_dir, index_dir, steps, port, timeout=600, sigterm_when=None):
     """The training command on two processes with one CPU device each; returns (returncode,
     stderr) per process."""
-    return run_command_on_two_processes(train_command(workdir, sample_data_dir, index_dir, steps), port, timeout)
+    cmd = train_command(workdir, sample_data_dir, index_dir, steps)
+    return run_command_on_two_processes(cmd, port, timeout, sigterm_when=sigterm_when)
 
 
-def run_command_on_two_processes(cmd, port, timeout=600):
+def run_command_on_two_processes(cmd, port, timeout=600, sigterm_when=None):
     """`cmd` on two processes with one CPU device each, joined on 127.0.0.1:`port`; returns
-    (returncode, stderr) per process."""
+    (returncode, stderr) per process. `sigterm_when`: a condition polled while they run; once
+    it holds, process 1 (not the primary) gets SIGTERM, as one host of a slice would."""
     procs = [
         subprocess.Popen(
             cmd + ["--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2", "--process_id", str(i)],
@@ -75,6 +79,11 @@ def run_command_on_two_processes(cmd, port, timeout=600):
         for i in range(2)
     ]
     try:
+        if sigterm_when is not None:
+            deadline = time.monotonic() + timeout
+            while not sigterm_when() and procs[1].poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            procs[1].send_signal(signal.SIGTERM)
         logs = [p.communicate(timeout=timeout)[1] for p in procs]
         return [(p.returncode, log) for p, log in zip(procs, logs)]
     finally:
