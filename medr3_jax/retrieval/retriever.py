@@ -14,6 +14,7 @@ retriever.store.passage(row), retriever.store.rows(ids[0])                  # by
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -34,6 +35,14 @@ Backend = Literal["exact", "scann", "bm25", "fusion"]
 # Query batches are padded to the smallest of these that holds their longest query (capped at the
 # index's query_max_len): policy queries are short, and padding them to 256 made encoding 5x slower.
 QUERY_BUCKETS = (16, 32, 64, 128, 256, 512)
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedQueries:
+    """Queries ready to rank: their text and, for the dense backends, their vectors [Q, D]."""
+
+    queries: list[str]
+    vectors: np.ndarray | None
 
 
 class Retriever:
@@ -151,15 +160,30 @@ class Retriever:
 
     def search(self, queries: Sequence[str], k: int) -> tuple[list[list[str]], np.ndarray]:
         """Top-k passage ids per query and their scores (RRF scores for fusion)."""
+        return self.rank(self.prepare(queries), k)
+
+    @property
+    def collective(self) -> bool:
+        """Whether `rank` is one program over every process (exact, scann and fusion on several
+        processes: the table or its candidates are split over the hosts), so that every process
+        must call it together; `prepare` is always this process's alone."""
+        return self.backend != "bm25" and jax.process_count() > 1
+
+    def prepare(self, queries: Sequence[str]) -> PreparedQueries:
+        """The part of a search each process does on its own: the query vectors (dense backends)."""
+        vectors = None if self.backend == "bm25" else self.encode_queries(queries)
+        return PreparedQueries(list(queries), vectors)
+
+    def rank(self, prepared: PreparedQueries, k: int) -> tuple[list[list[str]], np.ndarray]:
+        """Top-k ids and scores of prepared queries (a collective when `collective`)."""
         if self.backend == "bm25":
-            rows, scores = self._bm25.search(queries, k)
+            rows, scores = self._bm25.search(prepared.queries, k)
             return self._ids(rows), scores
-        vectors = self.encode_queries(queries)
-        rows, scores = self._dense.search(vectors, k)
+        rows, scores = self._dense.search(prepared.vectors, k)
         rows, scores = np.asarray(rows), np.asarray(scores)
         if self.backend != "fusion":
             return self._ids(rows), scores
-        lexical, _ = self._bm25.search(queries, k)
+        lexical, _ = self._bm25.search(prepared.queries, k)
         fused = [reciprocal_rank_fusion([dense.tolist(), words.tolist()], k=k, rrf_k=self.rrf_k)
                  for dense, words in zip(rows, lexical)]  # fmt: skip
         return self._ids([[r for r, _ in f] for f in fused]), np.asarray([[s for _, s in f] for f in fused], np.float32)

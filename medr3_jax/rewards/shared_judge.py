@@ -6,16 +6,18 @@ are all-gathered, so a multi-host run (every host scores the same rows) sends ea
 
 `gather(array) -> [P, ...]` is `sharding.gather_from_processes` by default (a collective:
 every process must call `complete` with the same prompts, as the train loop's replicated host
-side does). The inner judge's `stats` count this process's share only.
+side does). The inner judge's `stats` count this process's share only; `job_stats()` sums them
+over the processes (a collective too: the train loop calls it on every process each step).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Sequence
 
 import numpy as np
 
-from medr3_jax.rewards.judge import Judge
+from medr3_jax.rewards.judge import Judge, JudgeStats
 from medr3_jax.sharding.distributed import gather_from_processes
 
 _FAILED = -1  # length marker of a None reply
@@ -41,6 +43,15 @@ class ProcessShardedJudge:
     @property
     def stats(self):
         return getattr(self.inner, "stats", None)
+
+    def job_stats(self) -> JudgeStats | None:
+        """The inner judge's counters summed over every process (None when it keeps none)."""
+        stats = self.stats
+        if not isinstance(stats, JudgeStats):
+            return None
+        names = [f.name for f in dataclasses.fields(JudgeStats)]
+        mine = np.asarray([getattr(stats, n) for n in names], np.int32)
+        return JudgeStats(**dict(zip(names, self._gather(mine).sum(axis=0).tolist())))
 
     def complete(self, prompts: Sequence[str]) -> list[str | None]:
         mine = list(range(self.process_index, len(prompts), self.process_count))

@@ -21,8 +21,9 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
+import jax
 import numpy as np
 
 from medr3_jax import protocol as P
@@ -30,7 +31,7 @@ from medr3_jax.config_types import check_field_types
 from medr3_jax.protocol import DOCUMENT_CLOSE, DOCUMENT_OPEN, SEARCH_CLOSE
 from medr3_jax.sampling import Sampler, SamplingParams, StopReason
 from medr3_jax.sampling.sampler import bucket
-from medr3_jax.sharding.distributed import all_processes
+from medr3_jax.sharding.distributed import all_processes, gather_from_processes
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,15 @@ RETRIEVAL_FAULTS = ("retrieval_errors", "retrieval_timeouts", "retrieval_bad_rep
 
 class BadRetrieval(ValueError):
     """A retriever reply of the wrong shape (rows, ids or token lists that do not pair up)."""
+
+
+class SearchTimeout(TimeoutError):
+    """A search outlasted `RolloutConfig.retrieval_timeout_s` (`call_with_timeout`)."""
+
+
+class RetrievalHung(RuntimeError):
+    """A search that every process entered together outlasted its timeout: it cannot be abandoned
+    by one process without the hosts' collectives falling out of step, so the run stops."""
 
 
 def call_with_timeout(fn, timeout_s: float):
@@ -61,10 +71,26 @@ def call_with_timeout(fn, timeout_s: float):
 
     threading.Thread(target=target, name="retrieval", daemon=True).start()
     if not done.wait(timeout_s):
-        raise TimeoutError(f"no reply within RolloutConfig.retrieval_timeout_s={timeout_s}")
+        raise SearchTimeout(f"no reply within RolloutConfig.retrieval_timeout_s={timeout_s}")
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def _fault_kind(err: BaseException) -> str:
+    """The stats key a failed search is counted under."""
+    if isinstance(err, TimeoutError):
+        return "retrieval_timeouts"
+    return "retrieval_bad_replies" if isinstance(err, BadRetrieval) else "retrieval_errors"
+
+
+def _attempt(fn, timeout_s: float) -> tuple[Any, str | None, str | None]:
+    """fn() under `call_with_timeout`: (its value, None, None), or (None, the fault's kind, a
+    message) when it raised or outlasted `timeout_s`."""
+    try:
+        return call_with_timeout(fn, timeout_s), None, None
+    except Exception as err:  # noqa: BLE001 -- any retriever failure becomes the documented notice
+        return None, _fault_kind(err), f"{type(err).__name__}: {err}"
 
 
 class Retrieval(Protocol):
@@ -73,6 +99,18 @@ class Retrieval(Protocol):
     def search(self, queries: Sequence[str], k: int) -> tuple[list[list[str]], np.ndarray]: ...
 
     def passage_tokens(self, passage_ids: Sequence[str]) -> list[list[int]]: ...
+
+
+class SharedRetrieval(Retrieval, Protocol):
+    """A retriever whose search is one program over every process (`collective` True): the engine
+    calls `prepare` (this process alone: may fail on its own) and then, once every process has
+    prepared, `rank` (all processes together); `search(q, k)` is `rank(prepare(q), k)`."""
+
+    collective: bool
+
+    def prepare(self, queries: Sequence[str]) -> Any: ...
+
+    def rank(self, prepared: Any, k: int) -> tuple[list[list[str]], np.ndarray]: ...
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -290,19 +328,22 @@ class RolloutEngine:
     def _retrieve(self, queries: list[str], stats: dict) -> list[tuple[list[str], list[int]]]:
         """(passage ids, block tokens) per query; a search that raises, outlasts
         `retrieval_timeout_s` or replies in the wrong shape gets the notice, counted by kind
-        (`retrieval_errors`, `retrieval_timeouts`, `retrieval_bad_replies`)."""
+        (`retrieval_errors`, `retrieval_timeouts`, `retrieval_bad_replies`).
+
+        Every process runs this host side for the same rows: if the search failed on any of them,
+        all insert the notice, so the hosts append the same tokens and stay in step; the fault
+        counts are the job's (summed over processes, one collective)."""
         t0 = time.perf_counter()
         stats["retrieval_calls"] += 1
-        error: str | None = None
-        try:
-            result = call_with_timeout(lambda: self._search(queries), self.config.retrieval_timeout_s)
-        except Exception as err:  # noqa: BLE001 -- any retriever failure becomes the documented notice
-            kind = {TimeoutError: "retrieval_timeouts", BadRetrieval: "retrieval_bad_replies"}.get(type(err))
-            stats[kind or "retrieval_errors"] += 1
-            error = f"{type(err).__name__}: {err}"
-        # Every process runs this host side for the same rows: if the search failed on any of
-        # them, all insert the notice, so the hosts append the same tokens and stay in step.
-        if not all_processes(error is None):
+        if getattr(self.retriever, "collective", False):
+            result, kind, error = self._search_across_processes(queries)
+        else:
+            result, kind, error = _attempt(lambda: self._search(queries), self.config.retrieval_timeout_s)
+        mine = np.asarray([kind is not None] + [kind == k for k in RETRIEVAL_FAULTS], np.int32)
+        totals = mine if jax.process_count() == 1 else gather_from_processes(mine).sum(axis=0)
+        for name, n in zip(RETRIEVAL_FAULTS, totals[1:].tolist()):
+            stats[name] += n
+        if totals[0]:
             stats["retrieval_failures"] += len(queries)
             log.warning("retrieval failed for %d queries (%s); inserting the failure notice", len(queries),
                         error or "on another process")  # fmt: skip
@@ -311,10 +352,37 @@ class RolloutEngine:
         return result
 
     def _search(self, queries: list[str]) -> list[tuple[list[str], list[int]]]:
-        """The retriever's reply, checked: one row of at most top_k string ids per query, and one
-        token list per id; anything else is a `BadRetrieval` (never a misaligned insertion)."""
+        """The retriever's reply, checked (`_checked`)."""
+        ids, _ = self.retriever.search(queries, self.config.top_k)
+        return self._checked(queries, ids)
+
+    def _search_across_processes(self, queries: list[str]) -> tuple[list | None, str | None, str | None]:
+        """A search whose ranking is one program over every process (the exact table sharded over
+        the hosts, ScaNN's merged candidates): each process first prepares its queries on its own
+        (`retriever.prepare`: the encoder), and only when all of them have does any enter the
+        shared ranking, so a process that fails before it never leaves the others waiting inside.
+        The ranking runs on this thread: one that every process entered cannot be abandoned by one
+        of them, so outlasting the timeout there stops the run (`RetrievalHung`) rather than let
+        the hosts' collectives fall out of step."""
+        timeout = self.config.retrieval_timeout_s
+        prepared, kind, error = _attempt(lambda: self.retriever.prepare(queries), timeout)
+        if not all_processes(kind is None):
+            return None, kind, error or "on another process"
+        try:
+            ranked, _ = call_with_timeout(lambda: self.retriever.rank(prepared, self.config.top_k), timeout)
+        except SearchTimeout as err:
+            raise RetrievalHung(f"the search shared by all {jax.process_count()} processes did not finish within "
+                                f"RolloutConfig.retrieval_timeout_s={timeout}; stopping (resume from the last "
+                                "checkpoint)") from err  # fmt: skip
+        except Exception as err:  # noqa: BLE001 -- after the shared part: this process's fault, agreed on below
+            return None, _fault_kind(err), f"{type(err).__name__}: {err}"
+        return _attempt(lambda: self._checked(queries, ranked), timeout)
+
+    def _checked(self, queries: list[str], ids) -> list[tuple[list[str], list[int]]]:
+        """One row of at most top_k string ids per query, and one token list per id
+        (`retriever.passage_tokens`); anything else is a `BadRetrieval` (never a misaligned
+        insertion)."""
         k = self.config.top_k
-        ids, _ = self.retriever.search(queries, k)
         ids = list(ids)
         if len(ids) != len(queries):
             raise BadRetrieval(f"{len(ids)} result rows for {len(queries)} queries")
@@ -329,7 +397,6 @@ class RolloutEngine:
             out.append((row, self.blocks.passages(tokens)))
         return out
 
-    # ---- output -------------------------------------------------------------------------
     def _assemble(self, rows: list[_Row], stats: dict) -> Rollout:
         cfg, n = self.config, len(rows)
         total = max(len(r.prompt) + len(r.response) for r in rows)

@@ -228,8 +228,9 @@ def stage_references(exp: Experiment, records: Sequence[QARecord]) -> dict[tuple
 
 
 def judge_metrics(judge: Judge | None) -> dict[str, float]:
-    """The judge's counters (requests, failures by cause, unreadable replies), when it keeps them."""
-    stats = getattr(judge, "stats", None)
+    """The judge's counters (requests, failures by cause, unreadable replies), when it keeps them;
+    the whole job's for a `ProcessShardedJudge` (a collective: every process calls this)."""
+    stats = judge.job_stats() if hasattr(judge, "job_stats") else getattr(judge, "stats", None)
     return stats.as_metrics() if isinstance(stats, JudgeStats) else {}
 
 

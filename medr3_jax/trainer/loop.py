@@ -118,7 +118,7 @@ def run_stage(exp: Experiment, workdir: str, *, operative_config: str = "") -> s
             t3 = time.perf_counter()
             perf = {"perf/rollout_s": t1 - t0, "perf/reward_s": t2 - t1, "perf/update_s": t3 - t2,  # log
                     "perf/step_seconds": t3 - t0, "perf/train_tokens": float(rollout.mask.sum())}  # fmt: skip
-            metrics = scored.metrics | train | rollout.metrics() | perf | judge_metrics(exp.judge)
+            metrics = scored.metrics | train | rollout.metrics() | perf | judge_metrics(judge)
             writer.scalars(step, metrics)
             if exp.audit_every and step % exp.audit_every == 0 and is_primary():
                 audit = fileio.join(stage_dir, "rollouts", f"step_{step:06d}.jsonl")

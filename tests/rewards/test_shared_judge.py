@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 
+from medr3_jax.rewards.judge import JudgeStats
 from medr3_jax.rewards.shared_judge import ProcessShardedJudge
 
 
@@ -14,9 +15,14 @@ class EchoJudge:
 
     def __init__(self):
         self.asked: list[str] = []
+        self.stats = JudgeStats()
 
     def complete(self, prompts):
         self.asked += prompts
+        failed = sum("fail" in p for p in prompts)
+        self.stats.requests += len(prompts)
+        self.stats.failed += failed
+        self.stats.ok += len(prompts) - failed
         return [None if "fail" in p else p[::-1] + " ✓ß" for p in prompts]
 
 
@@ -58,6 +64,19 @@ def test_each_process_asks_its_share_and_all_get_every_reply():
     asked = [inner.asked for inner in inners]
     assert sorted(sum(asked, [])) == sorted(prompts)  # every prompt asked exactly once
     assert asked[1] == [prompts[i] for i in (1, 4, 7, 10)]
+    # each process's counters are its share; job_stats (every process calls it) sums them
+    assert [inner.stats.requests for inner in inners] == [4, 4, 4] and inners[1].stats.failed == 1
+    totals = [None] * count
+
+    def stats(p):
+        totals[p] = judges[p].job_stats()
+
+    threads = [threading.Thread(target=stats, args=(p,)) for p in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert totals == [JudgeStats(requests=12, ok=11, failed=1)] * count
 
 
 def test_one_process_is_the_inner_judge():

@@ -10,7 +10,7 @@ import pytest
 from medr3_jax import protocol as P
 from medr3_jax.protocol import MED_R3, SEARCH_R1, STOP_STRINGS, Protocol
 from medr3_jax.rollout import DOCUMENT, PAD, PROMPT, SAMPLED, RolloutConfig, RolloutEngine
-from medr3_jax.rollout.engine import RETRIEVAL_FAULTS
+from medr3_jax.rollout.engine import RETRIEVAL_FAULTS, RetrievalHung
 from medr3_jax.sampling import GREEDY, Sampler, StopReason
 from tests.sampling.fakes import EOS, ScriptedLM, byte_tokenizer
 
@@ -241,6 +241,60 @@ def test_a_hung_search_does_not_hold_up_the_next_one():
     assert rollout.tokens[0, rollout.prompt_lengths[0] : rollout.prompt_lengths[0] + len(ids)].tolist() == ids
     assert rollout.stats["retrieval_timeouts"] == 1 and rollout.stats["retrieval_failures"] == 1
     assert rollout.retrieved_ids[0] == ["r#0"]
+
+
+class SharedFakeRetriever(FakeRetriever):
+    """A FakeRetriever whose ranking is shared by every process (`collective`): `prepare` (this
+    host alone) raises or sleeps for `prepare_fault`, `rank` (all hosts together) for `rank_fault`."""
+
+    collective = True
+
+    def __init__(self, prepare_fault=None, rank_fault=None):
+        super().__init__()
+        self.prepare_fault, self.rank_fault, self.stages = prepare_fault, rank_fault, []
+
+    def prepare(self, queries):
+        self.stages.append("prepare")
+        self._fault(self.prepare_fault)
+        return list(queries)
+
+    def rank(self, prepared, k):
+        self.stages.append("rank")
+        self._fault(self.rank_fault)
+        return self.search(prepared, k)
+
+    @staticmethod
+    def _fault(fault):
+        if isinstance(fault, Exception):
+            raise fault
+        if fault:
+            time.sleep(fault)
+
+
+@pytest.mark.parametrize("case", ["prepare_raises", "prepare_hangs", "rank_raises"])
+def test_a_shared_ranking_is_entered_only_after_every_host_prepared(case):
+    """A collective retriever: a fault while preparing (this host's encoder) gives the notice
+    without entering the ranking; a ranking that raises after it gives the notice too."""
+    retriever = {"prepare_raises": SharedFakeRetriever(prepare_fault=RuntimeError("encoder")),
+                 "prepare_hangs": SharedFakeRetriever(prepare_fault=1.0),
+                 "rank_raises": SharedFakeRetriever(rank_fault=RuntimeError("merge"))}[case]  # fmt: skip
+    config = RolloutConfig(group_size=1, max_searches=1, top_k=1, max_response_tokens=200, decode_segment=16,
+                           sequence_bucket=64, retrieval_timeout_s=0.2)  # fmt: skip
+    scripts = [["<search>q</search>", ("failed",), "</think><answer>A</answer>\0"]]
+    rollout, expected = run(["P <think>"], scripts, config, retriever)
+    assert rollout.tokens[0, rollout.prompt_lengths[0] :][: len(expected[0][0])].tolist() == expected[0][0]
+    assert retriever.stages == (["prepare", "rank"] if case == "rank_raises" else ["prepare"])
+    kind = "retrieval_timeouts" if case == "prepare_hangs" else "retrieval_errors"
+    assert {k: rollout.stats[k] for k in RETRIEVAL_FAULTS} == {k: float(k == kind) for k in RETRIEVAL_FAULTS}
+
+
+def test_a_shared_ranking_that_hangs_stops_the_run():
+    """Every host entered the ranking: one cannot abandon it, so a hang past the timeout raises."""
+    config = RolloutConfig(group_size=1, max_searches=1, top_k=1, max_response_tokens=200, decode_segment=16,
+                           sequence_bucket=64, retrieval_timeout_s=0.2)  # fmt: skip
+    with pytest.raises(RetrievalHung, match="retrieval_timeout_s=0.2"):
+        run(["P <think>"], [["<search>q</search>", ("failed",), "</think><answer>A</answer>\0"]], config,
+            SharedFakeRetriever(rank_fault=1.0))  # fmt: skip
 
 
 def test_groups_share_prompts_and_searches_are_batched():
