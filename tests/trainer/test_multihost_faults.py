@@ -68,16 +68,13 @@ def judge_url():
     server.shutdown()
 
 
-def _run(index_dir, judge_url, tag, processes):
+def _start(index_dir, judge_url, tag, processes):
+    """The script on `processes` processes (two CPU devices in all), joined on 127.0.0.1."""
     port = portpicker.pick_unused_port()
-    env = dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        HF_HUB_OFFLINE="1",
-        PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "bench")]),
-    )
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "bench")]))  # fmt: skip
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={2 // processes}"
-    procs = [
+    return [
         subprocess.Popen(
             [sys.executable, SCRIPT, index_dir, judge_url, tag, str(port), str(processes), str(i)],
             env=env,
@@ -85,22 +82,27 @@ def _run(index_dir, judge_url, tag, processes):
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-        )
+        )  # fmt: skip
         for i in range(processes)
     ]
+
+
+def _collect(procs):
+    """Each process's JSON line and its stderr."""
     try:
         outs = [p.communicate(timeout=300) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    assert [p.returncode for p in procs] == [0] * processes, "\n".join(err[-3000:] for _, err in outs)
+    assert [p.returncode for p in procs] == [0] * len(procs), "\n".join(err[-3000:] for _, err in outs)
     return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs], [err for _, err in outs]
 
 
 def test_faults_on_one_host_leave_every_host_with_the_one_process_rollout(byte_index, judge_url):
-    (one,), _ = _run(byte_index, judge_url, "one", 1)
-    two, logs = _run(byte_index, judge_url, "two", 2)
+    started = _start(byte_index, judge_url, "one", 1), _start(byte_index, judge_url, "two", 2)  # side by side
+    (one,), _ = _collect(started[0])
+    two, logs = _collect(started[1])
     assert [o.pop("process") for o in two] == [0, 1] and one.pop("process") == 0
     assert one["devices"] == two[0]["devices"] == 2
     assert two[0] == two[1] == one  # every host decided the same, and as one process did

@@ -30,6 +30,11 @@ def train_command(workdir, sample_data_dir, index_dir, steps):
     return cmd
 
 
+def one_process_env():
+    """The environment of the one-process runs: two CPU devices."""
+    return _env(2)
+
+
 def _env(devices):
     env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
