@@ -3,7 +3,8 @@
 #   sampler       the sampler at Qwen2.5-1.5B / LLaMA-3.2-1B shapes vs transformers `generate` on the same
 #                 card (its dynamic cache, and a static cache that generate torch.compiles on CUDA), with the
 #                 accelerator defaults (bf16, dense windowed decode attention), the other variants, and
-#                 append vs re-prefill                                   (H100: about 4 min at the default budget)
+#                 append vs re-prefill                                   (H100: about 4 min at the default budget);
+#                 then vLLM's offline generate at Qwen2.5-1.5B shapes (bench/vllm_peer.py), when vLLM is importable
 #   train         a policy update vs a transformers training step          (about 1.5 min)
 #   rl            the whole RL step at real shapes, exact retrieval over a 1M-row index on the device
 #                 (bench/rl_step.py; the index is written on the host while the other parts run) (about 2.5 min)
@@ -47,6 +48,11 @@ if want sampler; then
   timeout $((budget + 120)) "$py" "$here/sampler.py" --real_sizes --hf --hf_static --variants blockwise/1,dense/all \
     --variant_batches 64 --append_chunks 256 --budget_s "$budget" --out "$out/sampler.json" >"$out/sampler.log" 2>&1
   echo "sampler: exit $?"
+  # the serving-engine peer, in its own process once ours has let go of the card (item 2); without vLLM it
+  # writes {"skipped": why} at once
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 300 "$py" "$here/vllm_peer.py" --model qwen2_5_1_5b --batches 64,128,256 \
+    --out "$out/vllm_peer.json" >"$out/vllm_peer.log" 2>&1
+  echo "vllm peer: exit $?"
 fi
 if want train; then
   XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 240 "$py" "$here/train_step.py" --preset qwen2_5_1_5b --rows 4 --width 1024 \
@@ -81,6 +87,7 @@ fi
 "$py" - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
+s = {}
 try:
     s = json.load(open(os.path.join(out, "sampler.json")))
     print("device", s["device"], "roofline measured", s.get("roofline"), "spec", s.get("roofline_spec"))
@@ -102,6 +109,16 @@ try:
     print("skipped", s.get("skipped_over_budget"))
 except Exception as err:  # a partial or missing file: say so, the logs have the rest
     print("sampler summary:", repr(err))
+try:
+    v = json.load(open(os.path.join(out, "vllm_peer.json")))
+    if "skipped" in v:
+        print("vllm peer: skipped:", v["skipped"])
+    ours = {r["batch"]: r["ours_tok_s"] for r in s.get("models", {}).get(v["model"], {}).get("decode", [])}
+    for r in v.get("decode", []):
+        print(v["model"], "B=%d" % r["batch"], "vllm %s %.0f tok/s" % (v["vllm"], r["vllm_tok_s"]),
+              "ours/vllm x%.2f" % (ours[r["batch"]] / r["vllm_tok_s"]) if r["batch"] in ours else "")
+except Exception as err:
+    print("vllm peer summary:", repr(err))
 for name in ("train_step.json", "train_step_whole_logits.json"):
   try:
     t = json.load(open(os.path.join(out, name)))

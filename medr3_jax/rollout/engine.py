@@ -361,9 +361,9 @@ class RolloutEngine:
         the hosts, ScaNN's merged candidates): each process first prepares its queries on its own
         (`retriever.prepare`: the encoder), and only when all of them have does any enter the
         shared ranking, so a process that fails before it never leaves the others waiting inside.
-        The ranking runs on this thread: one that every process entered cannot be abandoned by one
-        of them, so outlasting the timeout there stops the run (`RetrievalHung`) rather than let
-        the hosts' collectives fall out of step."""
+        A ranking that every process entered cannot be abandoned by one of them, so outlasting the
+        timeout there stops the run (`RetrievalHung`) rather than let the hosts' collectives fall
+        out of step; a fault after it (ids, passage tokens) is this process's, agreed on after."""
         timeout = self.config.retrieval_timeout_s
         prepared, kind, error = _attempt(lambda: self.retriever.prepare(queries), timeout)
         if not all_processes(kind is None):
