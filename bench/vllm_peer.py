@@ -91,7 +91,6 @@ def main() -> None:
     else:
         import torch  # noqa: PLC0415
         import vllm  # noqa: PLC0415
-
         from peers import hf_random_model  # noqa: PLC0415 -- bench/ on sys.path, as for the other scripts
 
         result["vllm"] = vllm.__version__
