@@ -34,15 +34,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from medr3_jax.cli import ArgumentParser, entry_point
-from medr3_jax.models.hf import CheckpointError, save_hf
+from medr3_jax.models.hf import save_hf
 from medr3_jax.models.tokenizers import Tokenizer, byte_tokenizer, load_tokenizer
-from medr3_jax.trainer.checkpoints import CHECKPOINT_SUBDIR, final_checkpoint, load_params_from_checkpoint
+from medr3_jax.trainer.checkpoints import load_params_from_checkpoint, resolve_checkpoint
 
 log = logging.getLogger("medr3_jax.export")
-
-# Stage directories of a run workdir, earliest first (as `medr3_jax.train.STAGES`; not imported
-# from there, which would pull gin and the whole trainer into the export).
-STAGES: tuple[str, ...] = ("stage0", "stage1", "stage2", "stage3")
 
 # Files of an HF tokenizer copied beside the weights; never config.json. generation_config.json
 # is not copied but rewritten with our stop ids (`write_generation_config`).
@@ -61,30 +57,6 @@ BYTES_TOKENIZER = "<bytes>"  # Tokenizer.path of `byte_tokenizer()` (random-weig
 
 class ExportError(ValueError):
     """The export cannot be made as asked (e.g. its tokenizer cannot be read)."""
-
-
-# ---- which checkpoint ---------------------------------------------------------------------------
-def resolve_checkpoint(path: str | os.PathLike[str]) -> str:
-    """A run workdir -> the `checkpoints/` directory of its latest stage that has a checkpoint;
-    any other path (stage workdir, checkpoint directory, step directory, a URL) unchanged.
-    Only a local directory is searched for stages."""
-    path = os.fspath(path)
-    stage_dirs = [os.path.join(path, s) for s in STAGES if os.path.isdir(os.path.join(path, s))]
-    if not stage_dirs or os.path.isdir(os.path.join(path, CHECKPOINT_SUBDIR)):
-        return path
-    for stage_dir in reversed(stage_dirs):
-        root = os.path.join(stage_dir, CHECKPOINT_SUBDIR)
-        step_dir = final_checkpoint(root) if os.path.isdir(root) else None
-        if step_dir is not None:
-            log.info(
-                "%s: a run workdir; exporting %s (the latest stage with checkpoints; its latest step is %s)",
-                path,
-                os.path.basename(stage_dir),
-                os.path.basename(step_dir),
-            )
-            return root
-    names = ", ".join(os.path.basename(d) for d in stage_dirs)
-    raise CheckpointError(f"{path}: a run workdir whose stages ({names}) hold no checkpoint under {CHECKPOINT_SUBDIR}/")
 
 
 # ---- tokenizer files ------------------------------------------------------------------------------

@@ -147,12 +147,6 @@ def test_export_of_a_random_weight_run_ships_the_byte_tokenizer(model, tmp_path)
 
 
 # ---- a run workdir -----------------------------------------------------------------------------------
-def test_stages_are_the_trainers() -> None:
-    from medr3_jax.train import STAGES  # noqa: PLC0415
-
-    assert export.STAGES == STAGES
-
-
 def test_export_run_workdir_takes_latest_stage_and_step(tmp_path, caplog, capsys) -> None:
     """stage1 and stage3 have checkpoints, stage2 only logs: stage3's latest step is exported."""
     run = tmp_path / "run"
@@ -163,9 +157,9 @@ def test_export_run_workdir_takes_latest_stage_and_step(tmp_path, caplog, capsys
     _save_checkpoint(run / "stage3", models[1], tok, step=4, stage="stage3")
     _save_checkpoint(run / "stage3", models[2], tok, step=6, stage="stage3")
     out = tmp_path / "hf"
-    with caplog.at_level(logging.INFO, logger="medr3_jax.export"):
+    with caplog.at_level(logging.INFO):
         assert export.main(["--checkpoint", str(run), "--out", str(out)]) == 0
-    assert "exporting stage3 (the latest stage with checkpoints; its latest step is 6)" in caplog.text
+    assert "taking stage3 (the latest stage with checkpoints; its latest step is 6)" in caplog.text
     loaded, _ = load_model(str(out))
     np.testing.assert_array_equal(np.asarray(loaded(*_inputs())[0]), np.asarray(models[2](*_inputs())[0]))
 

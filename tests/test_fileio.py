@@ -148,3 +148,31 @@ def test_gs_without_gcsfs_names_the_knob_and_the_install_command():
     with pytest.raises(ValueError, match=r"--workdir='gs://b/run': .*pip install 'medr3_jax\[gcs\]'"):
         fileio.check("gs://b/run", knob="--workdir")
     fileio.check("runs/local", knob="--workdir")  # a local path: nothing to check
+
+
+def test_a_checkpoint_path_resolves_on_a_local_folder_and_on_an_object_store(root):
+    """`--checkpoint` of export and evaluate (`checkpoints.resolve_checkpoint`): a run workdir gives
+    the checkpoints/ of its highest-numbered stage holding a finished step (stage10 after stage3;
+    a step Orbax is still writing under a temporary name does not count); a stage workdir, a
+    checkpoints/ directory and a step directory stay as they are; missing or empty runs are named."""
+    from medr3_jax.models.hf import CheckpointError  # noqa: PLC0415
+    from medr3_jax.trainer.checkpoints import resolve_checkpoint  # noqa: PLC0415
+
+    root = fileio.absolute(root)
+    files = ["stage3/checkpoints/4/state/a", "stage3/checkpoints/6/state/a", "stage10/checkpoints/2/state/a",
+             "stage11/checkpoints/3.orbax-checkpoint-tmp-17/state/a", "stage12/tb/events", "notes/x"]  # fmt: skip
+    for name in files:
+        fileio.makedirs(fileio.join(root, *name.split("/")[:-1]))
+        fileio.write_text(fileio.join(root, *name.split("/")), "x")
+    assert resolve_checkpoint(root) == fileio.join(root, "stage10", "checkpoints")
+    for kept in ("stage3", "stage3/checkpoints", "stage3/checkpoints/4"):
+        path = fileio.join(root, *kept.split("/"))
+        assert resolve_checkpoint(path) == path
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        resolve_checkpoint(fileio.join(root, "missing"))
+    empty = fileio.join(root, "notes")
+    for name in ("stage1/tb/events", "stage2/checkpoints/1.orbax-checkpoint-tmp-3/a"):
+        fileio.makedirs(fileio.join(empty, *name.split("/")[:-1]))
+        fileio.write_text(fileio.join(empty, *name.split("/")), "x")
+    with pytest.raises(CheckpointError, match=r"whose stages \(stage1, stage2\) hold no checkpoint"):
+        resolve_checkpoint(empty)

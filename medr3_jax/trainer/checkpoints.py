@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import time
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
@@ -482,6 +483,40 @@ def final_checkpoint(workdir_of_stage: str | os.PathLike[str]) -> str | None:
         ckpt.close()
 
 
+_STAGE_DIR = re.compile(r"^stage(\d+)$")
+
+
+def saved_steps(root: str) -> list[int]:
+    """The finished steps under a checkpoint directory, by name (Orbax writes a step under a
+    temporary name and renames it when done), read through `fileio`: local or remote."""
+    return sorted(int(n) for n in fileio.listdir(root) if n.isdigit()) if fileio.isdir(root) else []
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> str:
+    """What a `--checkpoint` names, local or remote (gs://, through `fileio`): a training workdir
+    (stage0/, stage1/, ... inside) gives the `checkpoints/` directory of its highest-numbered stage
+    that holds a step (`load_params_from_checkpoint` then takes its latest step, or the one asked
+    for); a stage workdir, a checkpoint directory or one step directory is returned as it is."""
+    path = fileio.absolute(os.path.expanduser(os.fspath(path)))
+    if not fileio.isdir(path):
+        raise FileNotFoundError(f"{path}: no such directory")
+    if fileio.isdir(fileio.join(path, CHECKPOINT_SUBDIR)) or fileio.isdir(fileio.join(path, _STATE)):
+        return path
+    stages = sorted((int(m.group(1)), n) for n in fileio.listdir(path) if (m := _STAGE_DIR.match(n)))
+    stages = [name for _, name in stages if fileio.isdir(fileio.join(path, name))]
+    for name in reversed(stages):
+        root = fileio.join(path, name, CHECKPOINT_SUBDIR)
+        steps = saved_steps(root)
+        if steps:
+            log.info("%s: a run workdir; taking %s (the latest stage with checkpoints; its latest step is %d)",
+                     path, name, steps[-1])  # fmt: skip
+            return root
+    if stages:
+        raise CheckpointError(f"{path}: a run workdir whose stages ({', '.join(stages)}) hold no checkpoint "
+                              f"under {CHECKPOINT_SUBDIR}/")  # fmt: skip
+    return path
+
+
 def _split_step_dir(path: str, step: int | None) -> tuple[str, int | None]:
     """A step directory `<root>/<n>` (holding a 'state' item) -> (root, n); otherwise unchanged."""
     name = os.path.basename(path.rstrip(os.sep))
@@ -490,6 +525,12 @@ def _split_step_dir(path: str, step: int | None) -> tuple[str, int | None]:
             raise CheckpointError(f"{path}: is the checkpoint of step {name}, but step {step} was asked for")
         return os.path.dirname(path.rstrip(os.sep)), int(name)
     return _checkpoint_root(path), step
+
+
+def step_directory(checkpoint_dir: str | os.PathLike[str], step: int) -> str:
+    """The directory of `step` under anything `load_params_from_checkpoint` accepts."""
+    root, _ = _split_step_dir(fileio.absolute(os.fspath(checkpoint_dir)), step)
+    return fileio.join(root, str(step))
 
 
 def load_params_from_checkpoint(

@@ -9,31 +9,11 @@ a stage workdir, or a training `--workdir`, whose latest stage is taken) or anyt
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, Callable
 
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.models.transformer import Decoder
-from medr3_jax.trainer.checkpoints import final_checkpoint, load_params_from_checkpoint
-
-_STAGE = re.compile(r"^stage(\d+)$")
-
-
-def resolve_checkpoint(path: str) -> str:
-    """The checkpoint `path` names: a training workdir (stage1/, stage2/, ... inside) gives its
-    highest-numbered stage that holds a checkpoint; anything else is returned as it is."""
-    path = os.path.expanduser(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"--checkpoint {path}: no such directory")
-    names = [n for n in os.listdir(path) if os.path.isdir(os.path.join(path, n))]
-    stages = sorted((int(m.group(1)), n) for n in names if (m := _STAGE.match(n)))
-    for _, name in reversed(stages):
-        found = final_checkpoint(os.path.join(path, name))
-        if found is not None:
-            return found
-    if stages:
-        raise FileNotFoundError(f"--checkpoint {path}: its stages {[n for _, n in stages]} hold no checkpoint yet")
-    return path
+from medr3_jax.trainer.checkpoints import load_params_from_checkpoint, resolve_checkpoint, step_directory
 
 
 def load_policy(
@@ -49,8 +29,9 @@ def load_policy(
 
         decoder, tokenizer = load_model(model, shardings=shardings, **overrides)
         return decoder, tokenizer, {"name": os.path.basename(model.rstrip("/")), "model": model}
-    step_dir = resolve_checkpoint(checkpoint)
-    decoder, meta = load_params_from_checkpoint(step_dir, shardings_fn=shardings)
+    resolved = resolve_checkpoint(checkpoint)
+    decoder, meta = load_params_from_checkpoint(resolved, shardings_fn=shardings)
+    step_dir = step_directory(resolved, int(meta["step"]))
     if not meta.get("tokenizer"):
         raise ValueError(f"--checkpoint {step_dir}: its meta names no tokenizer")
     tokenizer = _load_tokenizer(meta["tokenizer"])
