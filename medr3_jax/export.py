@@ -35,8 +35,9 @@ from typing import Any
 
 from medr3_jax.cli import ArgumentParser, entry_point
 from medr3_jax.models.hf import save_hf
-from medr3_jax.models.tokenizers import Tokenizer, byte_tokenizer, load_tokenizer
+from medr3_jax.models.tokenizers import Tokenizer, byte_tokenizer, generation_config, load_tokenizer
 from medr3_jax.trainer.checkpoints import load_params_from_checkpoint, resolve_checkpoint
+from medr3_jax.trainer.tokenizer_copy import BYTES_TOKENIZER, tokenizer_source
 
 log = logging.getLogger("medr3_jax.export")
 
@@ -52,7 +53,6 @@ TOKENIZER_FILES: tuple[str, ...] = (
     "vocab.json",
     "merges.txt",
 )
-BYTES_TOKENIZER = "<bytes>"  # Tokenizer.path of `byte_tokenizer()` (random-weight runs)
 
 
 class ExportError(ValueError):
@@ -102,20 +102,6 @@ def write_tokenizer(
     return sorted({*copied, *missing})
 
 
-def generation_config(tokenizer: Tokenizer, base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """generation_config.json: `base` (the source's, if any) with our bos / pad ids and every
-    stop id (eos first) as eos_token_id, so generate stops where our sampler stops."""
-    out = dict(base or {})
-    stops = [int(i) for i in tokenizer.stop_ids]
-    out["eos_token_id"] = stops if len(stops) > 1 else stops[0]
-    out["pad_token_id"] = int(tokenizer.pad_id)
-    if tokenizer.bos_id is not None:
-        out["bos_token_id"] = int(tokenizer.bos_id)
-    else:
-        out.pop("bos_token_id", None)
-    return out
-
-
 def write_generation_config(source: str, tokenizer: Tokenizer, out_dir: str) -> dict[str, Any]:
     folder = _hf_dir(source)
     base: dict[str, Any] = {}
@@ -136,8 +122,10 @@ def write_generation_config(source: str, tokenizer: Tokenizer, out_dir: str) -> 
 def export_checkpoint(checkpoint: str, out_dir: str, *, step: int | None = None, tokenizer: str | None = None) -> str:
     """Restores params of `checkpoint` (see `resolve_checkpoint`; latest step or `step`) and
     writes a complete HF directory: weights, config, tokenizer files, generation_config.json."""
-    model, meta = load_params_from_checkpoint(resolve_checkpoint(checkpoint), step=step)
-    source = tokenizer if tokenizer is not None else str(meta.get("tokenizer") or "")
+    resolved = resolve_checkpoint(checkpoint)
+    model, meta = load_params_from_checkpoint(resolved, step=step)
+    # the recorded tokenizer, or the run's copy beside the checkpoint where that path is not here
+    source = tokenizer if tokenizer is not None else tokenizer_source(str(meta.get("tokenizer") or ""), resolved)
     tok = open_tokenizer(source)  # before anything is written: a bad source leaves no half export
     if tok.vocab_size > model.config.vocab_size:
         raise ExportError(

@@ -24,6 +24,7 @@ from medr3_jax.models.tokenizers import byte_tokenizer
 from medr3_jax.models.transformer import Decoder
 from medr3_jax.sampling import GREEDY, Sampler
 from medr3_jax.trainer.checkpoints import CheckpointConfig, Checkpointer, checkpoint_meta
+from medr3_jax.trainer.tokenizer_copy import save_tokenizer_copy
 
 CONFIG = preset("tiny")
 
@@ -187,13 +188,18 @@ CHAT = [{"role": "user", "content": "Which vitamin deficiency causes scurvy?"}]
 NEW_TOKENS = 12
 
 
-@pytest.fixture(scope="module")
-def smol_export(tmp_path_factory, smollm2_gguf, smollm2_tokenizer):
+@pytest.fixture(scope="module", params=["recorded", "copy"])
+def smol_export(request, tmp_path_factory, smollm2_gguf, smollm2_tokenizer):
     """(our Decoder, our Tokenizer, export dir) of a stage1 checkpoint in a run workdir whose
-    tokenizer is the bundled GGUF."""
+    tokenizer is the bundled GGUF: "recorded", at the path its meta records; "copy", trained on
+    another machine (the recorded path is not here), from the run's copy beside the checkpoints
+    (`trainer.tokenizer_copy`, which the trainer writes at each stage's start)."""
     model = Decoder(SMOL_CONFIG, rngs=nnx.Rngs(3))
     root = tmp_path_factory.mktemp("smol")
-    _save_checkpoint(root / "run" / "stage1", model, smollm2_gguf, step=2, stage="stage1")
+    recorded = smollm2_gguf if request.param == "recorded" else "/elsewhere/SmolLM2-135M-Instruct.gguf"
+    _save_checkpoint(root / "run" / "stage1", model, recorded, step=2, stage="stage1")
+    if request.param == "copy":
+        save_tokenizer_copy(smollm2_tokenizer, str(root / "run" / "stage1"))
     out = root / "hf"
     assert export.main(["--checkpoint", str(root / "run"), "--out", str(out)]) == 0
     return model, smollm2_tokenizer, str(out)

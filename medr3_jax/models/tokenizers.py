@@ -209,6 +209,20 @@ class Tokenizer:
         return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
 
 
+def generation_config(tokenizer: Tokenizer, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """generation_config.json: `base` (the source's, if any) with our bos / pad ids and every
+    stop id (eos first) as eos_token_id, so generate stops where our sampler stops."""
+    out = dict(base or {})
+    stops = [int(i) for i in tokenizer.stop_ids]
+    out["eos_token_id"] = stops if len(stops) > 1 else stops[0]
+    out["pad_token_id"] = int(tokenizer.pad_id)
+    if tokenizer.bos_id is not None:
+        out["bos_token_id"] = int(tokenizer.bos_id)
+    else:
+        out.pop("bos_token_id", None)
+    return out
+
+
 def _stop_ids(backend: tokenizers.Tokenizer, eos_id: int, extra: Sequence[int] = ()) -> tuple[int, ...]:
     """eos first, then `extra` ids, then every end-of-turn token the vocabulary has; no repeats."""
     named = [backend.token_to_id(t) for t in END_OF_TURN_TOKENS]

@@ -36,6 +36,7 @@ from medr3_jax.trainer.checkpoints import (
 from medr3_jax.trainer.experiment import PREVIOUS_STAGE, Experiment, stage_remote_inputs
 from medr3_jax.trainer.periodic_eval import PeriodicEvaluation
 from medr3_jax.trainer.step import PolicyTrainer
+from medr3_jax.trainer.tokenizer_copy import save_tokenizer_copy
 
 log = logging.getLogger("medr3_jax.train")
 
@@ -64,6 +65,11 @@ def stage_model(exp: Experiment, workdir: str) -> StageModel:
     model, tokenizer = load_model(exp.model, shardings=shardings, **backend_overrides(exp.param_dtype,
                                                                                         exp.cache_attention))  # fmt: skip
     stage_dir = fileio.join(workdir, exp.stage)  # workdir may be a URL (gs://): see medr3_jax.fileio
+    if is_primary():  # export / evaluate elsewhere load the tokenizer from here (trainer.tokenizer_copy)
+        try:
+            save_tokenizer_copy(tokenizer, stage_dir)
+        except OSError as err:  # a full disk: logged; the checkpoints decide whether the run may go on
+            log.warning("[%s] tokenizer copy not written under %s (%s); training goes on", exp.stage, stage_dir, err)
     checkpointer = Checkpointer(fileio.join(stage_dir, "checkpoints"), exp.checkpoint)
     return StageModel(exp, stage_dir, mesh, shardings, model, tokenizer, checkpointer)
 

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from medr3_jax.models.tokenizers import Tokenizer
 from medr3_jax.models.transformer import Decoder
 from medr3_jax.trainer.checkpoints import load_params_from_checkpoint, resolve_checkpoint, step_directory
+from medr3_jax.trainer.tokenizer_copy import tokenizer_source
 
 
 def load_policy(
@@ -34,7 +35,7 @@ def load_policy(
     step_dir = step_directory(resolved, int(meta["step"]))
     if not meta.get("tokenizer"):
         raise ValueError(f"--checkpoint {step_dir}: its meta names no tokenizer")
-    tokenizer = _load_tokenizer(meta["tokenizer"])
+    tokenizer = _load_tokenizer(tokenizer_source(meta["tokenizer"], resolved))
     name = f"{meta.get('stage', 'checkpoint')} step {meta.get('step')}"
     source = {"name": name, "checkpoint": step_dir, "stage": meta.get("stage"), "step": meta.get("step")}
     return decoder, tokenizer, source
