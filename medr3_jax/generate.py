@@ -4,6 +4,7 @@
         --prompt "Which enzyme is deficient in phenylketonuria?"
     python -m medr3_jax.generate --model /ckpt/Qwen2.5-7B --mesh data=1,fsdp=-1,tensor=2 \
         --temperature 0.7 --top_p 0.9 --prompt "..." --prompt "..."
+    python -m medr3_jax.generate --checkpoint runs/medr3 --chat --prompt "..."   # a trained policy
 
 Prompts are batched (left-padded into a length bucket), prefilled into a KV cache and
 decoded by the rollout sampler's in-jit loop (`medr3_jax.sampling.Sampler`).
@@ -28,6 +29,7 @@ from medr3_jax.sampling import GREEDY, Sampler, SamplingParams
 from medr3_jax.sharding import add_process_flags, initialize_from, make_mesh, param_shardings
 
 log = logging.getLogger("medr3_jax.generate")
+DEFAULT_MODEL = "smollm2_135m_instruct"
 
 
 def generate_text(
@@ -51,7 +53,10 @@ def generate_text(
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m medr3_jax.generate", description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="smollm2_135m_instruct", help="preset with bundled weights, HF dir or .gguf")
+    p.add_argument("--model", default=None, help="preset with bundled weights, HF dir or .gguf "
+                   f"(default {DEFAULT_MODEL})")  # fmt: skip
+    p.add_argument("--checkpoint", default=None, help="instead of --model: a training run workdir, stage, "
+                   "checkpoints dir or step dir (local or gs://; latest stage and step), in its own dtype")  # fmt: skip
     p.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
     p.add_argument("--chat", action="store_true", help="wrap each prompt in the model's chat template")
     p.add_argument("--max_new_tokens", type=int, default=128)
@@ -64,6 +69,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--param_dtype", default=None, help="float32 or bfloat16 (default: f32 on CPU, bf16 elsewhere)")
     add_process_flags(p)
     args = p.parse_args(argv)
+    if args.checkpoint and (args.model or args.param_dtype):
+        p.error("--checkpoint loads the trained policy in its own dtype: give it without --model and --param_dtype")
+    args.model = args.model or (None if args.checkpoint else DEFAULT_MODEL)
     if args.greedy and args.temperature:
         p.error("--greedy and --temperature are exclusive")
     try:
@@ -80,14 +88,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     initialize_from(args)
     mesh = make_mesh(args.mesh)
-    overrides = backend_overrides(args.param_dtype)
-    dtype = overrides["param_dtype"]
+    shardings = lambda cfg: param_shardings(cfg, mesh)  # noqa: E731
     start = time.perf_counter()
-    model, tokenizer = load_model(args.model, shardings=lambda cfg: param_shardings(cfg, mesh), **overrides)
+    if args.checkpoint:
+        from medr3_jax.trainer.policies import load_policy  # noqa: PLC0415 -- the trainer only when asked
+
+        model, tokenizer, source = load_policy(checkpoint=args.checkpoint, shardings=shardings)
+        name = f"{source['checkpoint']} ({source['name']})"
+    else:
+        model, tokenizer = load_model(args.model, shardings=shardings, **backend_overrides(args.param_dtype))
+        name = args.model
     log.info(
         "loaded %s (%s, %.1fM params) in %.1fs on mesh %s",
-        args.model,
-        dtype,
+        name,
+        model.config.param_dtype,
         model.config.num_params / 1e6,
         time.perf_counter() - start,
         dict(mesh.shape),
