@@ -152,8 +152,7 @@ class Tokenizer:
         reach the template too. transformers is imported on the first call (about 0.5 s, no torch)."""
         if self.chat_template is None:
             raise ValueError(f"{self.path}: this tokenizer has no chat template")
-        from transformers.utils.chat_template_utils import render_jinja_template  # noqa: PLC0415 - lazy, ~0.5 s
-
+        render_jinja_template = _transformers_renderer()
         chat = [{k: v for k, v in m.items() if v is not None} for m in messages]
         rendered, _ = render_jinja_template(
             conversations=[chat],
@@ -221,6 +220,22 @@ def generation_config(tokenizer: Tokenizer, base: dict[str, Any] | None = None) 
     else:
         out.pop("bos_token_id", None)
     return out
+
+
+def _transformers_renderer():
+    """transformers' chat-template renderer, imported on first use (about 0.5 s). Its import
+    advises, on stderr, that PyTorch was not found when torch is not installed (the demo install):
+    we need no torch models, so that advisory warning is silenced for the import alone."""
+    was = os.environ.get("TRANSFORMERS_NO_ADVISORY_WARNINGS")
+    os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
+    try:
+        from transformers.utils.chat_template_utils import render_jinja_template  # noqa: PLC0415
+    finally:
+        if was is None:
+            os.environ.pop("TRANSFORMERS_NO_ADVISORY_WARNINGS")
+        else:
+            os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = was
+    return render_jinja_template
 
 
 def _stop_ids(backend: tokenizers.Tokenizer, eos_id: int, extra: Sequence[int] = ()) -> tuple[int, ...]:
