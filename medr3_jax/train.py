@@ -126,7 +126,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 @entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
-    for noisy in ("jax", "absl"):
+    for noisy in ("jax", "absl", "tensorboard"):  # tensorboard: "No path found after ..." reading our events
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # gin probes `include`d names as package resources before its search path and logs each
     # miss as an error although the file is then found; keep that probe out of the log.
