@@ -527,6 +527,13 @@ def _split_step_dir(path: str, step: int | None) -> tuple[str, int | None]:
     return _checkpoint_root(path), step
 
 
+def checkpoint_root(checkpoint_dir: str | os.PathLike[str]) -> str:
+    """The checkpoint directory (`<stage>/checkpoints`) of anything `load_params_from_checkpoint`
+    accepts: a stage workdir, the checkpoint directory itself or one step directory."""
+    root, _ = _split_step_dir(fileio.absolute(os.fspath(checkpoint_dir)), None)
+    return root
+
+
 def step_directory(checkpoint_dir: str | os.PathLike[str], step: int) -> str:
     """The directory of `step` under anything `load_params_from_checkpoint` accepts."""
     root, _ = _split_step_dir(fileio.absolute(os.fspath(checkpoint_dir)), step)

@@ -16,7 +16,7 @@ import tempfile
 
 from medr3_jax import fileio
 from medr3_jax.models.tokenizers import Tokenizer, generation_config
-from medr3_jax.trainer.checkpoints import CHECKPOINT_SUBDIR
+from medr3_jax.trainer.checkpoints import checkpoint_root
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,8 @@ def save_tokenizer_copy(tokenizer: Tokenizer, stage_dir: str) -> str | None:
 
 def stage_dir_of(checkpoint: str) -> str:
     """The stage workdir of anything `load_params_from_checkpoint` accepts (the stage workdir, its
-    checkpoints/ directory or one step directory)."""
-    path = checkpoint.rstrip("/")
-    if fileio.isdir(fileio.join(path, CHECKPOINT_SUBDIR)):
-        return path
-    if os.path.basename(path).isdigit():  # a step directory
-        path = os.path.dirname(path)
-    return os.path.dirname(path)
+    checkpoints/ directory or one step directory): the folder holding its checkpoint directory."""
+    return os.path.dirname(checkpoint_root(checkpoint).rstrip("/"))
 
 
 def tokenizer_source(recorded: str, checkpoint: str, *, cache_dir: str | None = None) -> str:
